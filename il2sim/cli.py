@@ -1,0 +1,147 @@
+"""Command line: ``il2sim run | validate | models``.
+
+Errors in the user's input are printed as one paragraph and exit with status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+
+from il2sim.errors import Il2simError
+
+EPILOG_RUN = """examples:
+  il2sim run configs/mm_low_dose_1995.toml
+  il2sim run configs/mm_low_dose_1995.toml --subjects 1000 --seed 7 --out results/big.nc
+  il2sim run configs/mm_low_dose_1995.toml --set solver.method=tsit5 --set regimen.block[2].amount=0.5
+"""
+
+
+def _parse_set(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs; values are TOML-like literals (numbers, strings, lists, true/false)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise Il2simError(f"--set {item!r}: expected KEY=VALUE, e.g. --set solver.rtol=1e-8")
+        key, raw = item.split("=", 1)
+        text = raw.strip()
+        lowered = {"true": "True", "false": "False"}.get(text, text)
+        try:
+            value = ast.literal_eval(lowered)
+        except (ValueError, SyntaxError):
+            value = text
+        out[key.strip()] = value
+    return out
+
+
+def _cmd_run(args) -> int:
+    from il2sim.plot import trajectories
+    from il2sim.results import write_netcdf
+    from il2sim.scenario import load_scenario
+    from il2sim.simulate import simulate, status_summary
+
+    t0 = time.perf_counter()
+    sc = load_scenario(args.config, overrides=_parse_set(args.set))
+    out = Path(args.out) if args.out else Path("results") / f"{sc.name}.nc"
+    if out.exists() and not args.overwrite:
+        raise Il2simError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+    ds = simulate(sc, subjects=args.subjects, seed=args.seed)
+    write_netcdf(ds, out)
+    figures = []
+    if not args.no_figures:
+        wanted = [v for v in ("C", "Treg", "CD4", "CD8", "CD4_CD8", "NK", "Eos", "sIL2R", "M") if v in ds]
+        if not wanted:
+            wanted = [v for v in ds.data_vars if ds[v].dims == ("subject", "time")][:6]
+        fig_path = out.with_name(out.stem + "_trajectories.png")
+        trajectories(ds, wanted, fig_path)
+        figures = [fig_path, fig_path.with_suffix(".svg")]
+    n = ds.sizes["subject"]
+    print(f"il2sim {sc.name}: {n} subjects, {ds.sizes['time']} time points "
+          f"({float(ds.time[0]) / 24:g}–{float(ds.time[-1]) / 24:g} d), method {ds.attrs['solver_method']}, rtol {ds.attrs['rtol']:g}")
+    print(f"  status: {status_summary(ds)}")
+    print(f"  compile {ds.attrs['compile_seconds']:.2f} s ({'cold' if ds.attrs['codegen_cold'] else 'warm'}), "
+          f"solve {ds.attrs['solve_seconds']:.2f} s, total {time.perf_counter() - t0:.2f} s")
+    print(f"  wrote {out}" + "".join(f"\n  wrote {f}" for f in figures))
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from il2sim.scenario import load_scenario
+
+    sc = load_scenario(args.config, overrides=_parse_set(args.set))
+    m = sc.model
+    print(f"{args.config}: ok — {len(m.state_names)} states, {len(m.parameter_names)} parameters, "
+          f"{len(m.output_names)} outputs from {', '.join(sc.models)}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from il2sim.model import available_models, load_model
+
+    names = args.names or available_models()
+    for name in names:
+        m = load_model([name])
+        print(f"{name}  ({m.files[0]})")
+        for s in m.states:
+            print(f"  state  {s.name:<12} [{s.unit}]  {s.description}")
+        for o in m.outputs:
+            print(f"  output {o.name:<12} [{o.unit}]  {o.description}")
+        if args.parameters:
+            for p in m.parameters:
+                print(f"  param  {p.name:<12} = {p.value:g} [{p.unit}]  {p.description} — {p.source}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="il2sim", description="Simulate subcutaneous IL-2 therapy: PK, immune response, tumour.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="simulate a scenario's virtual cohort", epilog=EPILOG_RUN,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("config", help="scenario TOML file")
+    run.add_argument("--out", help="netCDF output (default results/<scenario>.nc)")
+    run.add_argument("--subjects", type=int, help="number of virtual subjects")
+    run.add_argument("--seed", type=int, help="random seed (subject i is the same patient for a given seed)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    run.add_argument("--no-figures", action="store_true", help="skip the trajectory figure")
+    run.set_defaults(func=_cmd_run)
+
+    val = sub.add_parser("validate", help="check a config and every model it uses; print every problem",
+                         epilog="example:\n  il2sim validate configs/mm_low_dose_1995.toml",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    val.add_argument("config")
+    val.add_argument("--set", action="append", metavar="KEY=VALUE")
+    val.set_defaults(func=_cmd_validate)
+
+    mod = sub.add_parser("models", help="list model modules with their states and outputs",
+                         epilog="examples:\n  il2sim models\n  il2sim models il2_pk_sc --parameters",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    mod.add_argument("names", nargs="*")
+    mod.add_argument("--parameters", action="store_true", help="also list parameters with units and sources")
+    mod.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Il2simError as exc:
+        if args.debug:
+            raise
+        print(f"il2sim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("il2sim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

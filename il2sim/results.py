@@ -1,0 +1,95 @@
+"""Results as an ``xarray.Dataset`` (dims ``subject``, ``time``) and atomic netCDF output."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from il2sim.errors import ConfigError
+
+__all__ = ["STATUS_NAMES", "build_dataset", "write_netcdf"]
+
+# Kernel status code -> short name stored per subject (messages live in il2sim._solvers.status).
+STATUS_NAMES = ("ok", "max_steps", "step_too_small", "non_finite")
+STAT_FIELDS = ("n_steps", "n_accepted", "n_rejected", "n_rhs", "n_jac", "n_lu")
+
+
+def build_dataset(
+    *,
+    model,
+    t_out: np.ndarray,
+    Y: np.ndarray,
+    O: np.ndarray,
+    P: np.ndarray,
+    covariates: dict[str, np.ndarray],
+    covariate_units: dict[str, str],
+    subject: np.ndarray,
+    status: np.ndarray,
+    stats: np.ndarray,
+    fstats: np.ndarray,
+    variables: tuple[str, ...] | None,
+    attrs: dict,
+) -> xr.Dataset:
+    """Assemble the result Dataset; every variable carries ``units`` and ``description``."""
+    keep = set(variables) if variables else None
+    data_vars = {}
+    for i, s in enumerate(model.states):
+        if keep is None or s.name in keep:
+            data_vars[s.name] = (("subject", "time"), Y[:, :, i], {"units": s.unit, "description": s.description, "kind": "state"})
+    for k, o in enumerate(model.outputs):
+        if keep is None or o.name in keep:
+            data_vars[o.name] = (("subject", "time"), O[:, :, k], {"units": o.unit, "description": o.description, "kind": "output"})
+    codes = np.asarray(status, dtype=np.int64)
+    data_vars["status"] = (
+        ("subject",),
+        np.array([STATUS_NAMES[c] if 0 <= c < len(STATUS_NAMES) else f"code_{c}" for c in codes], dtype=object),
+        {"description": "solver outcome per subject: ok, max_steps, step_too_small or non_finite"},
+    )
+    data_vars["t_reached"] = (("subject",), fstats[:, 0], {"units": "h", "description": "time integration reached (failure time when status is not ok)"})
+    for j, name in enumerate(STAT_FIELDS):
+        data_vars[name] = (("subject",), stats[:, j], {"description": f"solver counter: {name[2:]}"})
+    coords = {
+        "subject": ("subject", np.asarray(subject, dtype=np.int64), {"description": "subject index (its random stream)"}),
+        "time": ("time", np.asarray(t_out, dtype=float), {"units": "h", "description": "time since midnight of day 1"}),
+    }
+    for j, prm in enumerate(model.parameters):
+        coords[prm.name] = ("subject", P[:, j], {"units": prm.unit, "description": prm.description})
+    for name, values in covariates.items():
+        if name in coords:
+            continue
+        coords[name] = ("subject", np.asarray(values), {"units": covariate_units.get(name, ""), "description": f"covariate {name}"})
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds.attrs.update(attrs)
+    ds.attrs.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return ds
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write ``ds`` to ``path`` atomically: a temporary file in the same folder, then a rename.
+
+    An interrupted write leaves either the old file or nothing, never a truncated file.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path}: exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        out = ds.copy()
+        for name in list(out.variables):
+            if out[name].dtype == object:
+                out[name] = out[name].astype(str)
+        attrs = {k: (v if isinstance(v, (str, int, float, np.number, np.ndarray)) else str(v)) for k, v in out.attrs.items()}
+        out.attrs = attrs
+        out.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,231 @@
+"""``simulate``: scenario → cohort → compiled kernels → ``xarray.Dataset``.
+
+The Python layer validates, draws subjects, expands the regimen into per-subject dose events
+and allocates; the numba kernels (``il2sim/_solvers``) integrate every subject in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+import il2sim
+from il2sim.errors import ConfigError, SolverError
+from il2sim.population import sample_cohort
+from il2sim.results import STATUS_NAMES, build_dataset
+from il2sim.scenario import Scenario, load_scenario
+
+__all__ = ["simulate", "cohort_events"]
+
+
+def _state_dose_values(model, P: np.ndarray, attr: str, default: float) -> dict[str, np.ndarray]:
+    """Per-subject bioavailability or lag for every dosed-into state that declares one."""
+    names = list(model.parameter_names)
+    out = {}
+    for s in model.states:
+        ref = getattr(s, attr, None)
+        if ref is None:
+            continue
+        ref = str(ref)
+        if ref in names:
+            out[s.name] = P[:, names.index(ref)]
+        else:
+            try:
+                out[s.name] = np.full(P.shape[0], float(ref))
+            except ValueError:
+                raise ConfigError(
+                    f"{s.file}: [states] {s.name}.{attr}: expected a parameter name or a number, got {ref!r}"
+                ) from None
+    return out
+
+
+def cohort_events(scenario: Scenario, covariates: dict[str, np.ndarray], P: np.ndarray, t_end: float):
+    """Kernel event arrays for all subjects: ``(ev_ptr, time, kind, state, value)``.
+
+    Doses come from the scenario regimen, scaled by each subject's BSA or weight, converted to
+    the dosed state's unit with the drug's declared IU factor, then shifted by the subject's lag
+    and scaled by its bioavailability.
+    """
+    from il2sim.dosing import cohort_kernel_events, to_kernel_events
+
+    model = scenario.model
+    n = P.shape[0]
+    state_index = {s: i for i, s in enumerate(model.state_names)}
+    if scenario.regimen is None:
+        empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        return cohort_kernel_events([empty] * n)
+    F = _state_dose_values(model, P, "bioavailability", 1.0)
+    lag = _state_dose_values(model, P, "lag", 0.0)
+    cycle_h = scenario.regimen.cycle_days * 24.0
+    n_cycles = min(scenario.regimen.max_cycles, max(1, math.ceil(t_end / cycle_h)))
+    bsa = covariates.get("BSA")
+    weight = covariates.get("weight")
+    units = {s.name: s.unit for s in model.states}
+    per_subject = []
+    for i in range(n):
+        doses = scenario.regimen.doses(
+            bsa=None if bsa is None else float(bsa[i]),
+            weight=None if weight is None else float(weight[i]),
+            drug=scenario.drug,
+            n_cycles=n_cycles,
+            state_units=units,
+        )
+        per_subject.append(
+            to_kernel_events(
+                doses,
+                state_index=state_index,
+                F={k: float(a[i]) for k, a in F.items()},
+                lag={k: float(a[i]) for k, a in lag.items()},
+                t_end=t_end,
+            )
+        )
+    return cohort_kernel_events(per_subject)
+
+
+def simulate(
+    scenario: Scenario | str | Path,
+    /,
+    *,
+    subjects: int | None = None,
+    seed: int | None = None,
+    parameters: np.ndarray | None = None,
+    t_out: np.ndarray | None = None,
+    method: str | None = None,
+    rtol: float | None = None,
+    atol: float | dict | None = None,
+    variables: list[str] | None = None,
+    chunk_size: int = 4096,
+    throw: bool = False,
+) -> xr.Dataset:
+    """Simulate a scenario's virtual cohort and return the results Dataset.
+
+    Main arguments
+    --------------
+    scenario : Scenario or path to a scenario TOML file.
+    subjects : number of virtual subjects (default: the config's ``population.subjects``).
+    seed : overrides ``scenario.seed``; subject ``i`` is the same patient for a given seed.
+
+    Other arguments
+    ---------------
+    parameters : (subjects × parameters) matrix in ``model.parameter_names`` order; replaces
+        the sampled parameters (covariates are still drawn for dose scaling).
+    t_out : output times in h (default: the config's grid).
+    method, rtol, atol : override the config's solver settings.
+    variables : states/outputs to keep (default: the config's, else all).
+    chunk_size : subjects per kernel call; results do not depend on it.
+    throw : raise ``SolverError`` if any subject fails, instead of marking it in ``status``.
+
+    Returns
+    -------
+    xarray.Dataset with dims ``subject`` and ``time`` (h); one variable per state and output
+    with ``units``; per-subject parameters and covariates as coordinates; ``status`` per subject;
+    provenance in ``attrs``.
+    """
+    from il2sim._codegen import compile_model
+    from il2sim._solvers.status import METHODS
+
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    solver = sc.solver
+    if method is not None or rtol is not None or atol is not None:
+        solver = replace(
+            solver,
+            method=method or solver.method,
+            rtol=solver.rtol if rtol is None else float(rtol),
+            atol=solver.atol if atol is None else atol,
+        )
+    if solver.method not in METHODS:
+        raise ConfigError(f"{sc.source}: solver.method: expected one of {', '.join(map(repr, METHODS))}, got {solver.method!r}")
+    seed = sc.seed if seed is None else int(seed)
+    model = sc.model
+    n = sc.population.subjects if subjects is None else int(subjects)
+    if n < 1:
+        raise ConfigError(f"{sc.source}: population.subjects: expected an integer >= 1, got {n}")
+    pop = replace(sc.population, subjects=n)
+    t_out = sc.output.times() if t_out is None else np.asarray(t_out, dtype=float)
+    if t_out.ndim != 1 or t_out.size == 0 or np.any(np.diff(t_out) < 0) or t_out[0] < 0:
+        raise ConfigError(f"{sc.source}: output: expected a non-empty, non-decreasing time grid >= 0 h")
+    variables = tuple(variables) if variables else sc.output.variables
+
+    t_start = _time.perf_counter()
+    compiled = compile_model(model)
+    t_compiled = _time.perf_counter()
+    mod = compiled.module
+
+    cohort = sample_cohort(pop, model.parameter_names, model.default_parameters(), seed)
+    P = cohort.parameters
+    if parameters is not None:
+        P = np.array(parameters, dtype=float, copy=True)
+        if P.shape != (n, len(model.parameter_names)):
+            raise ConfigError(
+                f"simulate: parameters: expected shape ({n}, {len(model.parameter_names)}) "
+                f"(subjects × parameters in model.parameter_names order), got {P.shape}"
+            )
+    ns, no, nt = len(model.state_names), len(model.output_names), t_out.size
+    atol_vec = solver.atol_vector(model.state_names)
+    m_code = METHODS[solver.method]
+
+    Y = np.empty((n, nt, ns))
+    O = np.empty((n, nt, no))
+    status = np.zeros(n, dtype=np.int64)
+    stats = np.zeros((n, 6), dtype=np.int64)
+    fstats = np.zeros((n, 2))
+    t0 = 0.0
+    for lo in range(0, n, max(1, int(chunk_size))):
+        hi = min(n, lo + max(1, int(chunk_size)))
+        Pc = np.ascontiguousarray(P[lo:hi])
+        cov_c = {k: a[lo:hi] for k, a in cohort.covariates.items()}
+        ev_ptr, ev_t, ev_k, ev_s, ev_v = cohort_events(sc, cov_c, Pc, float(t_out[-1]))
+        Y0 = np.empty((hi - lo, ns))
+        mod.eval_initial(Pc, Y0)
+        mod.solve_cohort(
+            m_code, 1, t0, Y0, Pc, t_out, ev_ptr, ev_t, ev_k, ev_s, ev_v,
+            solver.rtol, atol_vec, solver.h0, solver.hmax, solver.max_steps,
+            Y[lo:hi], status[lo:hi], stats[lo:hi], fstats[lo:hi],
+        )
+        mod.eval_outputs(t_out, Y[lo:hi], Pc, O[lo:hi])
+    t_solved = _time.perf_counter()
+
+    failed = np.flatnonzero(status != 0)
+    if throw and failed.size:
+        from il2sim._solvers.status import Status
+
+        i = int(failed[0])
+        raise SolverError(
+            f"{failed.size} of {n} subject(s) failed; first: subject {int(cohort.subject[i])} at t = {fstats[i, 0]:.6g} h: "
+            f"{Status(int(status[i])).message}"
+        )
+    attrs: dict[str, Any] = {
+        "il2sim_version": il2sim.__version__,
+        "scenario": sc.name,
+        "scenario_file": sc.source,
+        "model_modules": ", ".join(sc.models),
+        "model_hash": model.text_hash,
+        "seed": seed,
+        "solver_method": solver.method,
+        "rtol": solver.rtol,
+        "atol": str(solver.atol),
+        "codegen_cold": int(compiled.cold),
+        "compile_seconds": round(t_compiled - t_start, 3),
+        "solve_seconds": round(t_solved - t_compiled, 3),
+        "n_failed": int(failed.size),
+    }
+    return build_dataset(
+        model=model, t_out=t_out, Y=Y, O=O, P=P, covariates=cohort.covariates,
+        covariate_units=cohort.covariate_units, subject=cohort.subject, status=status,
+        stats=stats, fstats=fstats, variables=variables, attrs=attrs,
+    )
+
+
+def status_summary(ds: xr.Dataset) -> str:
+    """One line: how many subjects finished and why the others stopped."""
+    values, counts = np.unique(ds["status"].values.astype(str), return_counts=True)
+    parts = [f"{c} {v}" for v, c in zip(values, counts)]
+    order = {name: i for i, name in enumerate(STATUS_NAMES)}
+    parts.sort(key=lambda s: order.get(s.split(" ", 1)[1], 99))
+    return ", ".join(parts)
