@@ -44,6 +44,7 @@ __all__ = [
     "parse_expr_checked",
     "to_sympy",
     "evaluate",
+    "Hill",
 ]
 
 #: Allowed functions and their arity (``None``: two or more arguments).
@@ -510,8 +511,40 @@ class _Sympy:
         if f == "max":
             return sympy.Max(*built)
         x, ec50, n = built  # hill
-        xn = self.power(x, n)
-        return xn / (self.power(ec50, n) + xn)
+        self.power(x, n), self.power(ec50, n)  # bounds checks only
+        return Hill(x, ec50, n)
+
+
+class Hill(sympy.Function):
+    """``Hill(x, ec50, n) = x**n / (ec50**n + x**n)``, kept whole so its derivatives are clean.
+
+    sympy would differentiate the expanded form ``x**n`` as ``n*x**n/x``, which is ``0/0`` at
+    ``x = 0`` (drug-free start) even where the derivative is finite. The hand-written
+    derivatives below use ``x**(n - 1)`` instead. ``sympy.expand_func`` gives the plain form.
+    """
+
+    nargs = 3
+
+    @classmethod
+    def eval(cls, x, ec50, n):
+        if x.is_Number and ec50.is_Number and n.is_Number:
+            return x**n / (ec50**n + x**n)
+        return None
+
+    def _eval_expand_func(self, **hints):
+        x, ec50, n = self.args
+        return x**n / (ec50**n + x**n)
+
+    def fdiff(self, argindex=1):
+        x, e, n = self.args
+        den = (e**n + x**n) ** 2
+        if argindex == 1:
+            return n * x ** (n - 1) * e**n / den
+        if argindex == 2:
+            return -n * e ** (n - 1) * x**n / den
+        if argindex == 3:
+            return x**n * e**n * (sympy.log(x) - sympy.log(e)) / den
+        raise sympy.core.function.ArgumentIndexError(self, argindex)
 
 
 # ---------------------------------------------------------------------------------------------
