@@ -525,11 +525,12 @@ class Hill(sympy.Function):
 
     nargs = 3
 
-    @classmethod
-    def eval(cls, x, ec50, n):
+    def _numeric(cls, x, ec50, n):  # sympy's evaluation hook (bound below as ``eval``)
         if x.is_Number and ec50.is_Number and n.is_Number:
             return x**n / (ec50**n + x**n)
         return None
+
+    eval = classmethod(_numeric)
 
     def _eval_expand_func(self, **hints):
         x, ec50, n = self.args
