@@ -548,6 +548,7 @@ def read_nonmem(
 
     Notes
     -----
+    An ID that reads as an integer becomes an int (``"007"`` → 7); any other ID stays a string.
     Blank cells and NONMEM's ``"."`` read as 0 in optional columns. ``EVID`` defaults to 1
     when ``AMT ≠ 0`` and to 0 otherwise. Observation rows (EVID 0) are skipped. Not supported
     (each a :class:`~il2sim.errors.RegimenError` naming the row and column): EVID 2, SS ≠ 0,

@@ -80,7 +80,6 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,7 +87,7 @@ import pandas as pd
 
 from il2sim.dosing import Dose, write_nonmem
 from il2sim.errors import RegimenError
-from il2sim.units import AMOUNT_UNITS, STATE_AMOUNT_UNITS, Drug, check_amount_unit, dose_to_amount
+from il2sim.units import AMOUNT_UNITS, STATE_AMOUNT_UNITS, Drug, dose_to_amount
 
 __all__ = ["STOP_RULES", "WEEKDAYS", "Block", "Regimen"]
 
