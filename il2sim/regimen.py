@@ -244,7 +244,8 @@ class Regimen:
     source: str = field(default="<regimen>", compare=False)
 
     def __post_init__(self) -> None:
-        # Direct construction goes through the same validator as from_dict.
+        # Every construction, direct or via from_dict, ends here: one validator, so a Regimen
+        # object is always valid and canonical (from_dict validates once more; it costs < 1 ms).
         if not isinstance(self.blocks, tuple) or not all(isinstance(b, Block) for b in self.blocks):
             raise RegimenError(f"{self.source}: regimen.block: expected a tuple of Block, got {self.blocks!r}")
         if self.assess_days == () and _is_int(self.cycle_days):
@@ -334,6 +335,7 @@ class Regimen:
         """
         n = self._check_n_cycles(n_cycles)
         rows = []
+        hours = [b.clock_hours for b in self.blocks]
         for cycle in range(1, n + 1):
             t_cycle = (cycle - 1) * self.cycle_days * 24
             for day in range(1, self.cycle_days + 1):
@@ -341,7 +343,7 @@ class Regimen:
                 for bi, b in enumerate(self.blocks):
                     if not b.selects(day, wd):
                         continue
-                    for c, h in zip(b.clock, b.clock_hours):
+                    for c, h in zip(b.clock, hours[bi]):
                         rows.append((
                             t_cycle + (day - 1) * 24 + h, cycle, day, wd, c, bi,
                             b.target or self.target, b.amount, b.amount_unit or self.amount_unit,
