@@ -393,13 +393,14 @@ class _Checker:
             raise self.fail(node, f"call to {name!r}", f"allowed functions: {allowed}")
         if node.keywords:
             raise self.fail(node, f"keyword argument in {name}(...)")
+        args = tuple(self.check(a, d) for a in node.args)
         arity = FUNCTIONS[name]
-        n = len(node.args)
+        n = len(args)
         if arity is None and n < 2:
             raise ExpressionError(f"{self.where}: {name}() needs at least 2 arguments, got {n}")
         if arity is not None and n != arity:
             raise ExpressionError(f"{self.where}: {name}() takes {arity} argument(s), got {n}")
-        return Call(name, tuple(self.check(a, d) for a in node.args))
+        return Call(name, args)
 
 
 # ---------------------------------------------------------------------------------------------
