@@ -17,7 +17,7 @@ from il2sim.errors import Il2simError
 EPILOG_RUN = """examples:
   il2sim run configs/mm_low_dose_1995.toml
   il2sim run configs/mm_low_dose_1995.toml --subjects 1000 --seed 7 --out results/big.nc
-  il2sim run configs/mm_low_dose_1995.toml --set solver.method=tsit5 --set regimen.block[2].amount=0.5
+  il2sim run configs/mm_low_dose_1995.toml --set solver.method=tsit5 --set regimen.block[1].amount=0.5
 """
 
 

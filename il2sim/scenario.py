@@ -170,7 +170,7 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
 
 
 def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
-    """Set ``a.b[1].c`` in nested dicts/lists; blocks are 1-based like the messages."""
+    """Set ``a.b[1].c`` in nested dicts/lists; indices are 0-based, as in the error messages."""
     node: Any = data
     parts = dotted.split(".")
     for i, part in enumerate(parts):
@@ -191,13 +191,13 @@ def _set_dotted(data: dict, dotted: str, value: Any, source: str) -> None:
                 raise ConfigError(f"{source}: override '{dotted}': '{key}' is not a table")
         else:
             seq = node.get(key)
-            if not isinstance(seq, list) or not 1 <= index <= len(seq):
+            if not isinstance(seq, list) or not 0 <= index < len(seq):
                 n = len(seq) if isinstance(seq, list) else 0
-                raise ConfigError(f"{source}: override '{dotted}': {key}[{index}] does not exist ({n} present; indices start at 1)")
+                raise ConfigError(f"{source}: override '{dotted}': {key}[{index}] does not exist ({n} present; indices start at 0)")
             if last:
-                seq[index - 1] = value
+                seq[index] = value
                 return
-            node = seq[index - 1]
+            node = seq[index]
 
 
 def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path | None = None, text: str = "") -> Scenario:
@@ -271,10 +271,20 @@ def _resolve_model(item: str, base_dir: Path) -> str:
 
 
 def _drug(d: Any, source: str, Drug) -> tuple[Any, list[str]]:
+    """The declared drug; without a ``[drug]`` table, aldesleukin (1 MIU = 3.99 nmol)."""
+    from il2sim.units import ALDESLEUKIN
+
     if (msg := v.check_table(d, source, "drug")) is not None:
         return None, [msg]
+    if not d:
+        return ALDESLEUKIN, []
     problems = v.unknown_keys(d, ("name", "nmol_per_MIU", "molar_mass", "source"), source, "drug")
-    kw: dict[str, Any] = {"name": str(d.get("name", "aldesleukin"))}
+    kw: dict[str, Any] = {"name": str(d.get("name", "aldesleukin")), "source": str(d.get("source", ""))}
+    if kw["name"] == ALDESLEUKIN.name:
+        kw.setdefault("nmol_per_MIU", ALDESLEUKIN.nmol_per_MIU)
+        kw.setdefault("molar_mass", ALDESLEUKIN.molar_mass)
+    elif "nmol_per_MIU" not in d:
+        problems.append(f"{source}: drug.nmol_per_MIU: required for drug '{kw['name']}' (nmol per million IU)")
     if "nmol_per_MIU" in d:
         if (msg := v.check_number(d["nmol_per_MIU"], source, "drug.nmol_per_MIU", lower=0, strict_lower=True)) is not None:
             problems.append(msg)
@@ -464,7 +474,14 @@ def _check_against_model(model, parameters, population, output, solver, regimen,
             if k != "default" and k not in model.state_names:
                 problems.append(unknown("state", k, f"solver.atol.{k}", list(model.state_names)))
     if regimen is not None:
-        for target in regimen.targets():
-            if target not in model.state_names:
-                problems.append(unknown("state", target, "regimen.target", list(model.state_names)))
+        targets = {regimen.target: "regimen.target"}
+        for i, block in enumerate(regimen.blocks):
+            if block.target is not None:
+                targets.setdefault(block.target, f"regimen.block[{i}].target")
+        units = {s.name: s.unit for s in model.states}
+        for target, field_ in targets.items():
+            if target not in units:
+                problems.append(unknown("state", target, field_, list(model.state_names)))
+            elif units[target] not in ("nmol", "pmol"):
+                problems.append(f"{source}: {field_}: dosed state '{target}' has unit '{units[target]}'; expected an amount in nmol or pmol")
     return problems

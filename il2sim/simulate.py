@@ -50,42 +50,63 @@ def cohort_events(scenario: Scenario, covariates: dict[str, np.ndarray], P: np.n
 
     Doses come from the scenario regimen, scaled by each subject's BSA or weight, converted to
     the dosed state's unit with the drug's declared IU factor, then shifted by the subject's lag
-    and scaled by its bioavailability.
+    and scaled by its bioavailability. Bolus-only regimens (the usual s.c. case) are expanded
+    once and scaled as arrays; regimens with infusions go through ``dosing.to_kernel_events``
+    per subject.
     """
     from il2sim.dosing import cohort_kernel_events, to_kernel_events
+    from il2sim.units import dose_to_amount
 
     model = scenario.model
     n = P.shape[0]
     state_index = {s: i for i, s in enumerate(model.state_names)}
-    if scenario.regimen is None:
+    regimen = scenario.regimen
+    if regimen is None:
         empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
         return cohort_kernel_events([empty] * n)
     F = _state_dose_values(model, P, "bioavailability", 1.0)
     lag = _state_dose_values(model, P, "lag", 0.0)
-    cycle_h = scenario.regimen.cycle_days * 24.0
-    n_cycles = min(scenario.regimen.max_cycles, max(1, math.ceil(t_end / cycle_h)))
+    n_cycles = min(regimen.max_cycles, max(1, math.ceil(t_end / (regimen.cycle_days * 24.0))))
     bsa = covariates.get("BSA")
     weight = covariates.get("weight")
     units = {s.name: s.unit for s in model.states}
-    per_subject = []
-    for i in range(n):
-        doses = scenario.regimen.doses(
-            bsa=None if bsa is None else float(bsa[i]),
-            weight=None if weight is None else float(weight[i]),
-            drug=scenario.drug,
-            n_cycles=n_cycles,
-            state_units=units,
-        )
-        per_subject.append(
-            to_kernel_events(
-                doses,
-                state_index=state_index,
-                F={k: float(a[i]) for k, a in F.items()},
-                lag={k: float(a[i]) for k, a in lag.items()},
-                t_end=t_end,
+    schedule = regimen.schedule(n_cycles)
+    infusion = schedule["duration_h"].notna().any() or schedule["rate"].notna().any()
+    if infusion:
+        per_subject = []
+        for i in range(n):
+            doses = regimen.doses(
+                bsa=None if bsa is None else float(bsa[i]),
+                weight=None if weight is None else float(weight[i]),
+                drug=scenario.drug, n_cycles=n_cycles, state_units=units,
             )
-        )
-    return cohort_kernel_events(per_subject)
+            per_subject.append(to_kernel_events(
+                doses, state_index=state_index,
+                F={k: float(a[i]) for k, a in F.items()}, lag={k: float(a[i]) for k, a in lag.items()},
+                t_end=t_end,
+            ))
+        return cohort_kernel_events(per_subject)
+
+    m = len(schedule)
+    times = np.empty((n, m))
+    values = np.empty((n, m))
+    states = np.empty(m, dtype=np.int64)
+    for j, row in enumerate(schedule.itertuples(index=False)):
+        amt = dose_to_amount(row.amount, row.amount_unit, bsa=bsa, weight=weight, drug=scenario.drug,
+                             target_unit=units[row.target])
+        values[:, j] = np.broadcast_to(amt, (n,)) * F.get(row.target, 1.0)
+        times[:, j] = row.time_h + lag.get(row.target, 0.0)
+        states[j] = state_index[row.target]
+    order = np.argsort(times, axis=1, kind="stable")  # lags differ between targets
+    times = np.take_along_axis(times, order, axis=1)
+    values = np.take_along_axis(values, order, axis=1)
+    states_2d = states[order]
+    keep = times <= t_end
+    counts = keep.sum(axis=1)
+    ev_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=ev_ptr[1:])
+    kinds = np.zeros(int(ev_ptr[-1]), dtype=np.int64)  # all boluses
+    return ev_ptr, times[keep], kinds, states_2d[keep], values[keep]
 
 
 def simulate(

@@ -1,0 +1,53 @@
+"""Cold and warm start: code generation + compilation vs. a second process on the same cache.
+
+Cold: empty il2sim and numba caches; import, generate, compile, simulate one subject.
+Warm: the same command again in a new process (import + cached model + first subject).
+
+    python benchmarks/bench_startup.py [CONFIG]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import banner  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEFAULT = HERE / "configs" / "bench12.toml"
+
+SNIPPET = """
+import time; t0 = time.perf_counter()
+import il2sim
+ds = il2sim.simulate({config!r}, subjects=1)
+t1 = time.perf_counter()
+print(f"{{t1 - t0:.3f}} {{ds.attrs['codegen_cold']}} {{ds.attrs['compile_seconds']:.3f}} {{ds.status.values[0]}}")
+"""
+
+
+def run_once(config: str, env: dict) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", SNIPPET.format(config=config)], env=env, capture_output=True, text=True, check=True)
+    return time.perf_counter() - t0, res.stdout.strip()
+
+
+def main() -> None:
+    config = sys.argv[1] if len(sys.argv) > 1 else str(DEFAULT)
+    print(banner())
+    print(f"config: {config}")
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, IL2SIM_CACHE_DIR=cache, NUMBA_CACHE_DIR=os.path.join(cache, "numba"))
+        print(f"{'start':<6} {'process wall (s)':>17} {'in-process (s)':>15} {'codegen cold':>13} {'compile+load (s)':>17}")
+        for label in ("cold", "warm", "warm"):
+            wall, out = run_once(config, env)
+            inproc, cold, comp, status = out.split()
+            print(f"{label:<6} {wall:17.2f} {float(inproc):15.2f} {cold:>13} {float(comp):17.2f}   status={status}")
+
+
+if __name__ == "__main__":
+    main()
