@@ -738,8 +738,6 @@ def _compose(modules: list[_RawModule], problems: list[str], check_symbols: bool
 
     # 4. outputs in dependency order; cycles named
     ordered = _order_outputs(outputs, problems)
-    if problems:
-        return None
 
     # 5. values that depend on other parameters: initial values, bioavailability, lag
     problems += _check_state_values(parameters, states)
@@ -804,7 +802,8 @@ def _order_outputs(outputs: list[Output], problems: list[str]) -> list[Output]:
 def _check_state_values(parameters: Sequence[Parameter], states: Sequence[State]) -> list[str]:
     """Initial values, bioavailability and lag evaluated with the parameter values."""
     problems: list[str] = []
-    values = {p.name: p.value for p in parameters}
+    # Invalid parameter values were reported already; expressions using them are skipped.
+    values = {p.name: p.value for p in parameters if math.isfinite(p.value)}
     for s in states:
         where = f"{s.file}: [states] {s.name}"
         checks = [("initial", s.initial, s.lower), ("bioavailability", s.bioavailability, 0.0), ("lag", s.lag, 0.0)]
@@ -813,7 +812,7 @@ def _check_state_values(parameters: Sequence[Parameter], states: Sequence[State]
                 continue
             try:
                 v = evaluate(e, values)
-            except KeyError:  # a symbol problem, reported elsewhere
+            except KeyError:  # a symbol or value problem, reported elsewhere
                 continue
             shown = f"{key} {e.text!r} = {v!r}" if e.constant is None else f"{key} {v!r}"
             if not math.isfinite(v):
