@@ -40,6 +40,591 @@ def initial(p, y0):  # y0[i] = initial value of state i
     raise NotImplementedError
 
 
+# Optional in a model module: a model whose rhs never reads ``t`` may set this to False; the
+# stiff method then skips its finite-difference time derivative (saves 2 rhs calls per step).
+RHS_DEPENDS_ON_TIME = True
+
+
 # --- BEGIN KERNELS ---
-# (kernels are written by the solver work; see docstring above)
+# The text between the markers is copied verbatim into every generated model module.
+# Rules for everything here (so it can later compile with numba.cuda.jit(device=True), one
+# subject per thread): plain functions over fixed-size float64/int64 arrays, no allocation
+# outside ``solve_subject``'s prologue, no Python objects, no exceptions (integer codes).
+from il2sim._solvers.tableaus import (
+    RODAS5P_A,
+    RODAS5P_C,
+    RODAS5P_CM,
+    RODAS5P_D,
+    RODAS5P_ERR_ORDER,
+    RODAS5P_GAMMA,
+    RODAS5P_H,
+    RODAS5P_STAGES,
+    TSIT5_A,
+    TSIT5_B_ERR,
+    TSIT5_C,
+    TSIT5_DENSE,
+    TSIT5_ERR_ORDER,
+    TSIT5_STAGES,
+)
+
+# Mirrored in il2sim/_solvers/status.py (a test checks that they agree).
+METHOD_RODAS = 0
+METHOD_TSIT5 = 1
+OK = 0
+MAX_STEPS = 1
+STEP_TOO_SMALL = 2
+NON_FINITE = 3
+EV_BOLUS = 0
+EV_RATE = 1
+EV_RESET = 2
+
+# stats columns
+_S_STEPS = 0
+_S_ACCEPTED = 1
+_S_REJECTED = 2
+_S_RHS = 3
+_S_JAC = 4
+_S_LU = 5
+
+# Step-size controller (PI, Hairer & Wanner II §IV.8 / Gustafsson): exponents divide by the
+# error-estimator order k = embedded order + 1.
+_SAFETY = 0.9
+_QMIN = 0.2  # largest decrease per step
+_QMAX = 10.0  # largest increase per step
+_BETA1 = 0.7
+_BETA2 = 0.4
+_ERR_PREV_MIN = 1e-4  # floor for the remembered error (PI memory)
+_EPS = 2.220446049250313e-16
+_HMIN_FLOOR = 1e-300  # absolute floor under 16*eps*|t|
+_MAX_NONFINITE_REJECTS = 40  # consecutive NaN/inf steps (h shrunk by 0.2**40) before NON_FINITE
+_FINAL_STRETCH = 1.01  # a step that would leave < 1% of h before a stop is stretched onto it
+
+try:  # the model may declare that its rhs never reads t (generated code knows this)
+    _RHS_USES_T = bool(RHS_DEPENDS_ON_TIME)  # noqa: F821
+except NameError:
+    _RHS_USES_T = True
+
+
+# --- small linear algebra (dense LU with partial pivoting, in place) ----------------------
+
+
+@kernel
+def _lu_factor(A, piv):
+    """Factor ``A`` in place (``P A = L U``, unit L below the diagonal). 0 ok, 1 singular."""
+    n = A.shape[0]
+    for k in range(n):
+        p = k
+        amax = abs(A[k, k])
+        for i in range(k + 1, n):
+            v = abs(A[i, k])
+            if v > amax:
+                amax = v
+                p = i
+        piv[k] = p
+        if not (amax > 0.0) or amax == math.inf:  # zero pivot, NaN or inf
+            return 1
+        if p != k:
+            for j in range(n):
+                tmp = A[k, j]
+                A[k, j] = A[p, j]
+                A[p, j] = tmp
+        inv = 1.0 / A[k, k]
+        for i in range(k + 1, n):
+            lik = A[i, k] * inv
+            A[i, k] = lik
+            if lik != 0.0:
+                for j in range(k + 1, n):
+                    A[i, j] -= lik * A[k, j]
+    return 0
+
+
+@kernel
+def _lu_solve(A, piv, b):
+    """Solve ``A x = b`` in place in ``b`` with the factors from ``_lu_factor``."""
+    n = A.shape[0]
+    for k in range(n):
+        p = piv[k]
+        if p != k:
+            tmp = b[k]
+            b[k] = b[p]
+            b[p] = tmp
+    for i in range(n):
+        s = b[i]
+        for j in range(i):
+            s -= A[i, j] * b[j]
+        b[i] = s
+    for i in range(n - 1, -1, -1):
+        s = b[i]
+        for j in range(i + 1, n):
+            s -= A[i, j] * b[j]
+        b[i] = s / A[i, i]
+
+
+# --- model evaluation with the zero-order input added ------------------------------------
+
+
+@kernel
+def _f(t, y, p, rate, out, stats):
+    """``out = rhs(t, y, p) + rate``; counts one rhs evaluation."""
+    rhs(t, y, p, out)
+    for i in range(N_STATES):
+        out[i] += rate[i]
+    stats[_S_RHS] += 1
+
+
+# --- error norm and step-size controller (independent of the method) ---------------------
+
+
+@kernel
+def _error_norm(err, y, ynew, atol, rtol):
+    """RMS of err_i / (atol_i + rtol*max(|y_i|, |ynew_i|)); inf if anything is not finite."""
+    s = 0.0
+    for i in range(N_STATES):
+        sc = atol[i] + rtol * max(abs(y[i]), abs(ynew[i]))
+        r = err[i] / sc
+        s += r * r
+    s = math.sqrt(s / max(N_STATES, 1))
+    if not (s <= 1.7976931348623157e308):  # NaN or inf (also from a non-finite ynew)
+        return math.inf
+    for i in range(N_STATES):
+        if not (abs(ynew[i]) <= 1.7976931348623157e308):
+            return math.inf
+    return s
+
+
+@kernel
+def _controller_accept(err, err_prev, k, after_reject):
+    """Step-size factor after an accepted step (PI control, no growth after a rejection)."""
+    if err == 0.0:
+        fac = _QMAX
+    else:
+        fac = _SAFETY * err ** (-_BETA1 / k) * err_prev ** (_BETA2 / k)
+    fac = min(_QMAX, max(_QMIN, fac))
+    if after_reject:
+        fac = min(fac, 1.0)
+    return fac
+
+
+@kernel
+def _controller_reject(err, k):
+    """Step-size factor after a rejected step (I control, always a decrease)."""
+    if err == math.inf:
+        return _QMIN
+    fac = _SAFETY * err ** (-1.0 / k)
+    return min(1.0, max(_QMIN, fac))
+
+
+@kernel
+def _initial_step(t, y, rate, p, f0, f1, u, atol, rtol, k, hmax, stats):
+    """Hairer's starting step (HNW I, §II.4). ``f0`` is left holding f(t, y) + rate."""
+    _f(t, y, p, rate, f0, stats)
+    d0 = 0.0
+    d1 = 0.0
+    for i in range(N_STATES):
+        sc = atol[i] + rtol * abs(y[i])
+        d0 += (y[i] / sc) ** 2
+        d1 += (f0[i] / sc) ** 2
+    nn = max(N_STATES, 1)
+    d0 = math.sqrt(d0 / nn)
+    d1 = math.sqrt(d1 / nn)
+    if d0 < 1e-5 or d1 < 1e-5:
+        h = 1e-6
+    else:
+        h = 0.01 * d0 / d1
+    h = min(h, hmax)
+    for i in range(N_STATES):
+        u[i] = y[i] + h * f0[i]
+    _f(t + h, u, p, rate, f1, stats)
+    d2 = 0.0
+    for i in range(N_STATES):
+        sc = atol[i] + rtol * abs(y[i])
+        d2 += ((f1[i] - f0[i]) / sc) ** 2
+    d2 = math.sqrt(d2 / nn) / h
+    dm = max(d1, d2)
+    if dm <= 1e-15:
+        h1 = max(1e-6, h * 1e-3)
+    else:
+        h1 = (0.01 / dm) ** (1.0 / k)
+    return min(100.0 * h, h1, hmax)
+
+
+# --- Rodas5P (stiff, Rosenbrock with the analytic Jacobian) ------------------------------
+
+
+@kernel
+def _rodas_prepare(t, y, p, rate, J, dT, f0, scratch, stats):
+    """Per-point work, reused by every attempt from (t, y): f0 = f(t, y) + rate, the
+    Jacobian, and the time derivative f_t (forward difference; zero if the rhs ignores t)."""
+    _f(t, y, p, rate, f0, stats)
+    jac(t, y, p, J)
+    stats[_S_JAC] += 1
+    if _RHS_USES_T:
+        dt = math.sqrt(_EPS) * max(1e-5, abs(t))
+        _f(t + dt, y, p, rate, scratch, stats)
+        for i in range(N_STATES):
+            dT[i] = (scratch[i] - f0[i]) / dt
+    else:
+        for i in range(N_STATES):
+            dT[i] = 0.0
+
+
+@kernel
+def _rodas_step(t, h, y, p, rate, f0, J, dT, W, piv, K, u, fu, ynew, err, stats):
+    """One Rodas5P step of size h from (t, y). Fills ynew, err and the stage increments K.
+
+    ``f0``, ``J`` and ``dT`` come from ``_rodas_prepare`` at (t, y).
+
+    Returns 0, or 1 if ``I/(h gamma) - J`` could not be factorised.
+    """
+    n = N_STATES
+    inv_hg = 1.0 / (h * RODAS5P_GAMMA)
+    for i in range(n):
+        for j in range(n):
+            W[i, j] = -J[i, j]
+        W[i, i] += inv_hg
+    stats[_S_LU] += 1
+    if _lu_factor(W, piv) != 0:
+        return 1
+    inv_h = 1.0 / h
+    for s in range(RODAS5P_STAGES):
+        if s == 0:
+            for i in range(n):
+                u[i] = y[i]
+                fu[i] = f0[i]
+        else:
+            for i in range(n):
+                acc = y[i]
+                for j in range(s):
+                    acc += RODAS5P_A[s, j] * K[j, i]
+                u[i] = acc
+            _f(t + RODAS5P_C[s] * h, u, p, rate, fu, stats)
+        for i in range(n):
+            acc = 0.0
+            for j in range(s):
+                acc += RODAS5P_CM[s, j] * K[j, i]
+            K[s, i] = fu[i] + acc * inv_h + h * RODAS5P_D[s] * dT[i]
+        _lu_solve(W, piv, K[s])
+    last = RODAS5P_STAGES - 1
+    for i in range(n):
+        ynew[i] = u[i] + K[last, i]
+        err[i] = K[last, i]
+    return 0
+
+
+@kernel
+def _rodas_dense_prepare(K, dense):
+    """Dense-output vectors h_r = sum_j H[r, j] k_j of an accepted step."""
+    for r in range(3):
+        for i in range(N_STATES):
+            acc = 0.0
+            for j in range(RODAS5P_STAGES):
+                acc += RODAS5P_H[r, j] * K[j, i]
+            dense[r, i] = acc
+    return
+
+
+@kernel
+def _rodas_dense(theta, y0, y1, dense, out):
+    th1 = 1.0 - theta
+    for i in range(N_STATES):
+        out[i] = th1 * y0[i] + theta * (
+            y1[i] + th1 * (dense[0, i] + theta * (dense[1, i] + theta * dense[2, i]))
+        )
+
+
+# --- Tsit5 (explicit, FSAL) ----------------------------------------------------------------
+
+
+@kernel
+def _tsit5_step(t, h, y, p, rate, K, u, ynew, err, stats):
+    """One Tsit5 step. ``K[0]`` must hold f(t, y) + rate; leaves K[last] = f(t+h, ynew)."""
+    n = N_STATES
+    for s in range(1, TSIT5_STAGES):
+        for i in range(n):
+            acc = 0.0
+            for j in range(s):
+                acc += TSIT5_A[s, j] * K[j, i]
+            u[i] = y[i] + h * acc
+        _f(t + TSIT5_C[s] * h, u, p, rate, K[s], stats)
+    for i in range(n):
+        ynew[i] = u[i]  # last stage is evaluated at y1 (FSAL)
+        acc = 0.0
+        for j in range(TSIT5_STAGES):
+            acc += TSIT5_B_ERR[j] * K[j, i]
+        err[i] = h * acc
+    return 0
+
+
+@kernel
+def _tsit5_dense(theta, h, y0, K, out):
+    for i in range(N_STATES):
+        acc = 0.0
+        for j in range(TSIT5_STAGES):
+            bj = theta * (
+                TSIT5_DENSE[j, 0]
+                + theta * (TSIT5_DENSE[j, 1] + theta * (TSIT5_DENSE[j, 2] + theta * TSIT5_DENSE[j, 3]))
+            )
+            acc += bj * K[j, i]
+        out[i] = y0[i] + h * acc
+
+
+# --- events and output recording ----------------------------------------------------------
+
+
+@kernel
+def _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0):
+    """Apply events ie, ie+1, ... with time <= t in array order; return the next index."""
+    n_ev = ev_time.shape[0]
+    while ie < n_ev and ev_time[ie] <= t:
+        kind = ev_kind[ie]
+        s = ev_state[ie]
+        if kind == EV_BOLUS:
+            if 0 <= s < N_STATES:
+                y[s] += ev_value[ie]
+        elif kind == EV_RATE:
+            if 0 <= s < N_STATES:
+                rate[s] += ev_value[ie]
+        elif kind == EV_RESET:
+            for i in range(N_STATES):
+                y[i] = y0[i]
+                rate[i] = 0.0
+        ie += 1
+    return ie
+
+
+@kernel
+def _record_upto(t, io, t_out, y, y_out):
+    """Copy y into every output row with t_out <= t; return the next output index."""
+    n_out = t_out.shape[0]
+    while io < n_out and t_out[io] <= t:
+        for i in range(N_STATES):
+            y_out[io, i] = y[i]
+        io += 1
+    return io
+
+
+# --- the integration loop ------------------------------------------------------------------
+
+
+@kernel
+def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, ev_value,
+               rtol, atol, h0, hmax, max_steps, y_out, stats, fstats,
+               y, ynew, rate, K, u, fu, f0, err, dT, J, W, piv, dense):
+    """Integration loop over preallocated work arrays (see ``solve_subject``)."""
+    n = N_STATES
+    n_out = t_out.shape[0]
+    n_ev = ev_time.shape[0]
+    for i in range(6):
+        stats[i] = 0
+    fstats[0] = t0
+    fstats[1] = 0.0
+    for i in range(n):
+        y[i] = y0[i]
+        rate[i] = 0.0
+    if n_out == 0:
+        return OK
+    t_end = t_out[n_out - 1]
+    if method == METHOD_RODAS:
+        k_err = float(RODAS5P_ERR_ORDER)
+    else:
+        k_err = float(TSIT5_ERR_ORDER)
+    h_max = hmax if hmax > 0.0 else math.inf
+    stretch = _FINAL_STRETCH if adaptive != 0 else 1.0 + 1e-9
+
+    t = t0
+    ie = _apply_events(t, 0, ev_time, ev_kind, ev_state, ev_value, y, rate, y0)
+    io = _record_upto(t, 0, t_out, y, y_out)
+
+    status = OK
+    need_h = adaptive != 0 and not (h0 > 0.0)
+    h = h0 if h0 > 0.0 else 0.0
+    if adaptive == 0 and not (h0 > 0.0):
+        status = STEP_TOO_SMALL
+    h = min(h, h_max)
+    err_prev = 1.0
+    after_reject = False
+    have_fsal = False  # Tsit5: K[0] = f(t, y) + rate is valid (FSAL)
+    have_jac = False  # Rodas: J, dT valid at (t, y)
+    n_nonfinite = 0
+
+    while status == OK and io < n_out:
+        t_stop = t_end
+        if ie < n_ev and ev_time[ie] < t_stop:
+            t_stop = ev_time[ie]
+        while t < t_stop:
+            hmin = max(16.0 * _EPS * abs(t), _HMIN_FLOOR)
+            if need_h:
+                h = _initial_step(t, y, rate, p, K[0], fu, u, atol, rtol, k_err, h_max, stats)
+                need_h = False
+                have_fsal = True
+                if not (h <= 1.7976931348623157e308):
+                    status = NON_FINITE
+                    break
+            h_try = h
+            clipped = False
+            if t + stretch * h_try >= t_stop:
+                h_try = t_stop - t
+                clipped = True
+                if h_try <= hmin:  # stop closer than floating point can resolve: jump onto it
+                    t = t_stop
+                    break
+            if h_try < hmin:
+                status = STEP_TOO_SMALL
+                break
+            if stats[_S_STEPS] >= max_steps:
+                status = MAX_STEPS
+                break
+            stats[_S_STEPS] += 1
+
+            if method == METHOD_RODAS:
+                if not have_jac:
+                    _rodas_prepare(t, y, p, rate, J, dT, f0, fu, stats)
+                    have_jac = True
+                code = _rodas_step(t, h_try, y, p, rate, f0, J, dT, W, piv, K, u, fu, ynew, err,
+                                   stats)
+            else:
+                if not have_fsal:
+                    _f(t, y, p, rate, K[0], stats)
+                    have_fsal = True
+                code = _tsit5_step(t, h_try, y, p, rate, K, u, ynew, err, stats)
+            if code != 0:
+                err_norm = math.inf
+            else:
+                err_norm = _error_norm(err, y, ynew, atol, rtol)
+
+            if adaptive != 0:
+                if not (err_norm <= 1.0):
+                    stats[_S_REJECTED] += 1
+                    if err_norm == math.inf:
+                        n_nonfinite += 1
+                    else:
+                        n_nonfinite = 0
+                    h = h_try * _controller_reject(err_norm, k_err)
+                    after_reject = True
+                    if n_nonfinite >= _MAX_NONFINITE_REJECTS:
+                        status = NON_FINITE
+                        break
+                    if h < hmin:
+                        status = NON_FINITE if n_nonfinite > 0 else STEP_TOO_SMALL
+                        break
+                    continue
+                fac = _controller_accept(err_norm, err_prev, k_err, after_reject)
+                h_next = h_try * fac
+                if clipped and fac >= 1.0:
+                    h_next = max(h_next, h)  # a step shortened to hit a stop says little
+                err_prev = max(err_norm, _ERR_PREV_MIN)
+                after_reject = False
+                n_nonfinite = 0
+            else:
+                if err_norm == math.inf:
+                    status = NON_FINITE
+                    break
+                h_next = h
+
+            # accepted step [t, t_new]
+            stats[_S_ACCEPTED] += 1
+            t_new = t_stop if clipped else t + h_try
+            if io < n_out and t_out[io] < t_new:
+                if method == METHOD_RODAS:
+                    _rodas_dense_prepare(K, dense)
+                while io < n_out and t_out[io] < t_new:
+                    theta = (t_out[io] - t) / h_try
+                    if method == METHOD_RODAS:
+                        _rodas_dense(theta, y, ynew, dense, y_out[io])
+                    else:
+                        _tsit5_dense(theta, h_try, y, K, y_out[io])
+                    io += 1
+            for i in range(n):
+                y[i] = ynew[i]
+            if method == METHOD_TSIT5:
+                last = TSIT5_STAGES - 1
+                for i in range(n):
+                    K[0, i] = K[last, i]
+            have_jac = False
+            t = t_new
+            fstats[1] = h_try
+            h = min(h_next, h_max)
+
+        if status != OK:
+            break
+        # at a stop: apply the events due now, restart the method (caches invalid)
+        if ie < n_ev and ev_time[ie] <= t:
+            ie = _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0)
+            have_fsal = False
+            have_jac = False
+            after_reject = False
+            err_prev = 1.0
+        io = _record_upto(t, io, t_out, y, y_out)
+        if t >= t_end:  # only reachable with NaN or decreasing t_out (the caller validates)
+            break
+
+    fstats[0] = t
+    for r in range(io, n_out):  # rows never reached (failure, or invalid output times)
+        for i in range(n):
+            y_out[r, i] = math.nan
+    return status
+
+
+@kernel
+def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, ev_value,
+                  rtol, atol, h0, hmax, max_steps, y_out, stats, fstats):
+    """Integrate one subject; fills y_out[n_out, N_STATES], stats[6], fstats[2]; returns status.
+
+    method: METHOD_RODAS (Rodas5P) or METHOD_TSIT5. adaptive: 0 -> fixed steps of h0.
+    Events (sorted by time; equal times in array order) are applied exactly at their times;
+    events at or before t0 are applied at t0, events after t_out[-1] are ignored. An output
+    at an event time records the state after the event.
+    """
+    n = N_STATES
+    # Work arrays: allocated once per subject, never inside the step loop. (A GPU port
+    # replaces this prologue with cuda.local.array of the same fixed shapes.)
+    y = np.empty(n)
+    ynew = np.empty(n)
+    rate = np.empty(n)
+    K = np.zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
+    u = np.empty(n)
+    fu = np.empty(n)
+    f0 = np.empty(n)
+    err = np.empty(n)
+    dT = np.zeros(n)
+    J = np.empty((n, n))
+    W = np.empty((n, n))
+    piv = np.empty(n, dtype=np.int64)
+    dense = np.empty((3, n))
+    return _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, ev_value,
+                      rtol, atol, h0, hmax, max_steps, y_out, stats, fstats,
+                      y, ynew, rate, K, u, fu, f0, err, dT, J, W, piv, dense)
+
+
+@kernel_parallel
+def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                 ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
+    """solve_subject for every subject in parallel; subject i's events are ev_*[ev_ptr[i]:ev_ptr[i+1]]."""
+    n_subj = Y0.shape[0]
+    for s in prange(n_subj):
+        a = ev_ptr[s]
+        b = ev_ptr[s + 1]
+        status[s] = solve_subject(method, adaptive, t0, Y0[s], P[s], t_out, ev_time[a:b],
+                                  ev_kind[a:b], ev_state[a:b], ev_value[a:b], rtol, atol,
+                                  h0, hmax, max_steps, Y_out[s], stats[s], fstats[s])
+
+
+@kernel_parallel
+def eval_outputs(t_out, Y_out, P, O_out):
+    """O_out[s, j] = outputs(t_out[j], Y_out[s, j], P[s])."""
+    n_subj = Y_out.shape[0]
+    n_out = t_out.shape[0]
+    for s in prange(n_subj):
+        for j in range(n_out):
+            outputs(t_out[j], Y_out[s, j], P[s], O_out[s, j])
+
+
+@kernel_parallel
+def eval_initial(P, Y0):
+    """Y0[s] = initial(P[s])."""
+    n_subj = P.shape[0]
+    for s in prange(n_subj):
+        initial(P[s], Y0[s])
+
+
 # --- END KERNELS ---
