@@ -47,8 +47,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from types import MappingProxyType
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -155,6 +154,36 @@ class ModuleInfo:
     path: Path
 
 
+class Equations(Mapping[str, Expr]):
+    """Read-only ``state name -> right-hand side`` mapping (picklable, unlike mappingproxy)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, items: Iterable[tuple[str, Expr]]):
+        self._data = dict(items)
+
+    def __getitem__(self, key: str) -> Expr:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._data.items()))
+
+    def __repr__(self) -> str:
+        return f"Equations({self._data!r})"
+
+    def __getstate__(self):
+        return self._data
+
+    def __setstate__(self, state):
+        self._data = state
+
+
 @dataclass(frozen=True)
 class Model:
     """A validated composition of model modules.
@@ -176,7 +205,10 @@ class Model:
     parameters: tuple[Parameter, ...]
     states: tuple[State, ...]
     outputs: tuple[Output, ...]
-    odes: Mapping[str, Expr]
+    odes: Equations
+
+    def __hash__(self) -> int:
+        return hash(self.text_hash)
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -749,7 +781,7 @@ def _compose(modules: list[_RawModule], problems: list[str], check_symbols: bool
         parameters=tuple(parameters),
         states=tuple(states),
         outputs=tuple(ordered),
-        odes=MappingProxyType({s.name: odes[s.name] for s in states}),
+        odes=Equations((s.name, odes[s.name]) for s in states),
     )
 
 

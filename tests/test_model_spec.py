@@ -549,3 +549,15 @@ def test_broken_file_does_not_hide_problems_in_other_files(here):
     assert len(found) == 2
     assert found[0].startswith("bad.toml: invalid TOML: ")
     assert found[1].startswith("nk.toml: [parameters] kout.value: value -0.01 is below the lower bound 0.0")
+
+
+def test_model_pickles_and_hashes(here):
+    """Models travel to worker processes (dask) and serve as cache keys."""
+    import pickle
+
+    m = load_model([write(here, "pk.toml", PK), write(here, "nk.toml", NK)])
+    copy = pickle.loads(pickle.dumps(m))
+    assert copy == m and hash(copy) == hash(m) and copy.text_hash == m.text_hash
+    assert dict(copy.odes) == dict(m.odes) and copy.odes["NK"].symbols == {"kout", "NK0", "Stim", "NK"}
+    with pytest.raises(TypeError):
+        m.odes["NK"] = m.odes["Ac"]  # read-only
