@@ -519,18 +519,15 @@ def _check_bounds(where: str, value: float, lower: float, upper: float, default_
     return []
 
 
-def _check_name(name: str, where: str, problems: list[str]) -> bool:
+def _check_name(name: str, where: str, problems: list[str]) -> None:
     if not _IDENTIFIER.match(name):
         problems.append(
             f"{where}: {name!r} is not a valid name (ASCII letter first, then letters, digits "
             f"or '_', at most 64 characters)"
         )
-        return False
-    if name in RESERVED_NAMES or name.lower() in NONMEM_WORDS:
+    elif name in RESERVED_NAMES or name.lower() in NONMEM_WORDS:
         problems.append(f"{where}: {name!r} is a reserved name (reserved: t, {', '.join(sorted(NONMEM_WORDS))} in any case, "
                         f"the function names and Python keywords)")
-        return False
-    return True
 
 
 def _expression(value: object, where: str, problems: list[str]) -> Expr | None:
@@ -601,16 +598,16 @@ def _read_header(table: dict, mod: _RawModule, problems: list[str]) -> None:
 def _entries(table: dict, section: str, mod: _RawModule, example: str, problems: list[str]):
     for name, entry in table.items():
         where = f"{mod.label}: [{section}] {name}"
-        ok = _check_name(name, where, problems)
+        _check_name(name, where, problems)
         if not isinstance(entry, dict):
             problems.append(f"{where}: expected a table like {example}, got {_type_name(entry)} {entry!r}")
             continue
-        yield name, entry, where, ok
+        yield name, entry, where
 
 
 def _read_parameters(table: dict, mod: _RawModule, problems: list[str]) -> None:
     example = '{ value = 1.0, unit = "1/h", description = "...", source = "..." }'
-    for name, entry, where, _ in _entries(table, "parameters", mod, example, problems):
+    for name, entry, where in _entries(table, "parameters", mod, example, problems):
         _check_keys(entry, _PARAMETER_KEYS, where, problems)
         unit = _text(entry, "unit", where, problems, empty_hint=' (use "1" for dimensionless)')
         description = _text(entry, "description", where, problems)
@@ -632,7 +629,7 @@ def _read_parameters(table: dict, mod: _RawModule, problems: list[str]) -> None:
 
 def _read_states(table: dict, mod: _RawModule, problems: list[str]) -> None:
     example = '{ initial = 0.0, unit = "nmol", description = "..." }'
-    for name, entry, where, _ in _entries(table, "states", mod, example, problems):
+    for name, entry, where in _entries(table, "states", mod, example, problems):
         _check_keys(entry, _STATE_KEYS, where, problems)
         unit = _text(entry, "unit", where, problems, empty_hint=' (use "1" for dimensionless)')
         description = _text(entry, "description", where, problems)
@@ -662,7 +659,7 @@ def _read_states(table: dict, mod: _RawModule, problems: list[str]) -> None:
 
 def _read_outputs(table: dict, mod: _RawModule, problems: list[str]) -> None:
     example = '{ expr = "1000 * Ac / Vc", unit = "pM", description = "..." }'
-    for name, entry, where, _ in _entries(table, "outputs", mod, example, problems):
+    for name, entry, where in _entries(table, "outputs", mod, example, problems):
         _check_keys(entry, _OUTPUT_KEYS, where, problems)
         unit = _text(entry, "unit", where, problems, empty_hint=' (use "1" for dimensionless)')
         description = _text(entry, "description", where, problems)
