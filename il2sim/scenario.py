@@ -473,6 +473,16 @@ def _check_against_model(model, parameters, population, output, solver, regimen,
         for k in solver.atol:
             if k != "default" and k not in model.state_names:
                 problems.append(unknown("state", k, f"solver.atol.{k}", list(model.state_names)))
+    if regimen is not None and regimen.stop == "progression":
+        from il2sim.stop_rules import ProgressionRule
+
+        rule = ProgressionRule()
+        units = {x.name: x.unit for x in (*model.states, *model.outputs)}
+        if rule.output not in units:
+            problems.append(f"{source}: regimen.stop: 'progression' is judged on '{rule.output}' (serum M-protein, {rule.unit}), "
+                            f"which none of the models defines; add the myeloma model or set stop = \"none\"")
+        elif units[rule.output] != rule.unit:
+            problems.append(f"{source}: regimen.stop: 'progression' needs '{rule.output}' in {rule.unit}, but the model gives {units[rule.output]}")
     if regimen is not None:
         targets = {regimen.target: "regimen.target"}
         for i, block in enumerate(regimen.blocks):

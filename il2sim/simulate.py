@@ -20,6 +20,7 @@ from il2sim.errors import ConfigError, SolverError
 from il2sim.population import sample_cohort
 from il2sim.results import STATUS_NAMES, build_dataset
 from il2sim.scenario import Scenario, load_scenario
+from il2sim.stop_rules import ProgressionRule, first_progression
 
 __all__ = ["simulate", "cohort_events"]
 
@@ -109,6 +110,39 @@ def cohort_events(scenario: Scenario, covariates: dict[str, np.ndarray], P: np.n
     return ev_ptr, times[keep], kinds, states_2d[keep], values[keep]
 
 
+def _with_visits(events, visits: np.ndarray):
+    """Add a zero bolus at each assessment visit so that every solve has a step boundary there."""
+    ev_ptr, t, k, s, v = events
+    if visits.size == 0:
+        return events
+    n = ev_ptr.size - 1
+    sid = np.repeat(np.arange(n), np.diff(ev_ptr))
+    vsid = np.repeat(np.arange(n), visits.size)
+    t2 = np.concatenate([t, np.tile(visits, n)])
+    sid2 = np.concatenate([sid, vsid])
+    order = np.lexsort((t2, sid2))  # by subject, then time; stable, so doses keep their order
+    ptr = ev_ptr + np.arange(n + 1) * visits.size
+    k2 = np.concatenate([k, np.zeros(vsid.size, np.int64)])
+    s2 = np.concatenate([s, np.zeros(vsid.size, np.int64)])
+    v2 = np.concatenate([v, np.zeros(vsid.size)])
+    return ptr, t2[order], k2[order], s2[order], v2[order]
+
+
+def _doses_after(events, rows: np.ndarray, t_stop: np.ndarray):
+    """Events of ``rows`` without the doses after each row's stop time (None if no rows)."""
+    if rows.size == 0:
+        return None
+    ev_ptr, t, k, s, v = events
+    parts = []
+    for r, ts in zip(rows, t_stop):
+        a, b = ev_ptr[r], ev_ptr[r + 1]
+        keep = (t[a:b] <= ts) | (v[a:b] == 0.0)
+        parts.append((t[a:b][keep], k[a:b][keep], s[a:b][keep], v[a:b][keep]))
+    from il2sim.dosing import cohort_kernel_events
+
+    return cohort_kernel_events(parts)
+
+
 def simulate(
     scenario: Scenario | str | Path,
     /,
@@ -191,25 +225,64 @@ def simulate(
     atol_vec = solver.atol_vector(model.state_names)
     m_code = METHODS[solver.method]
 
+    regimen = sc.regimen
+    rule = ProgressionRule() if regimen is not None and regimen.stop == "progression" else None
+    visits = np.zeros(0)
+    if rule is not None:
+        n_cycles = min(regimen.max_cycles, max(1, math.ceil(float(t_out[-1]) / (regimen.cycle_days * 24.0))))
+        visits = regimen.assessment_times(n_cycles)
+        visits = visits[visits <= t_out[-1]]
+    # Solve on the output grid plus t = 0 and the visit times; keep the output grid.
+    t_solve = np.unique(np.concatenate([t_out, visits, [0.0]]))
+    i_out = np.searchsorted(t_solve, t_out)
+    i_visit = np.searchsorted(t_solve, visits)
+    if rule is not None:  # the judged variable may be a state or an output (checked in scenario)
+        judged_is_state = rule.output in model.state_names
+        i_m = (model.state_names if judged_is_state else model.output_names).index(rule.output)
+
     Y = np.empty((n, nt, ns))
     O = np.empty((n, nt, no))
     status = np.zeros(n, dtype=np.int64)
     stats = np.zeros((n, 6), dtype=np.int64)
     fstats = np.zeros((n, 2))
-    t0 = 0.0
-    for lo in range(0, n, max(1, int(chunk_size))):
-        hi = min(n, lo + max(1, int(chunk_size)))
+    t_stop = np.full(n, np.nan)
+    step = max(1, int(chunk_size))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
         Pc = np.ascontiguousarray(P[lo:hi])
         cov_c = {k: a[lo:hi] for k, a in cohort.covariates.items()}
-        ev_ptr, ev_t, ev_k, ev_s, ev_v = cohort_events(sc, cov_c, Pc, float(t_out[-1]))
+        events = _with_visits(cohort_events(sc, cov_c, Pc, float(t_out[-1])), visits)
         Y0 = np.empty((hi - lo, ns))
         mod.eval_initial(Pc, Y0)
-        mod.solve_cohort(
-            m_code, 1, t0, Y0, Pc, t_out, ev_ptr, ev_t, ev_k, ev_s, ev_v,
-            solver.rtol, atol_vec, solver.h0, solver.hmax, solver.max_steps,
-            Y[lo:hi], status[lo:hi], stats[lo:hi], fstats[lo:hi],
-        )
-        mod.eval_outputs(t_out, Y[lo:hi], Pc, O[lo:hi])
+
+        def solve(rows, ev):
+            Ys = np.empty((rows.size, t_solve.size, ns))
+            Os = np.empty((rows.size, t_solve.size, no))
+            st, ct, ft = np.zeros(rows.size, np.int64), np.zeros((rows.size, 6), np.int64), np.zeros((rows.size, 2))
+            Pr = np.ascontiguousarray(Pc[rows])
+            mod.solve_cohort(
+                m_code, 1, 0.0, np.ascontiguousarray(Y0[rows]), Pr, t_solve, *ev,
+                solver.rtol, atol_vec, solver.h0, solver.hmax, solver.max_steps, Ys, st, ct, ft,
+            )
+            mod.eval_outputs(t_solve, Ys, Pr, Os)
+            Y[lo + rows] = Ys[:, i_out]
+            O[lo + rows] = Os[:, i_out]
+            status[lo + rows], stats[lo + rows], fstats[lo + rows] = st, ct, ft
+            return Ys, Os
+
+        rows = np.arange(hi - lo)
+        Ys, Os = solve(rows, events)
+        if rule is not None and visits.size:
+            judged = (Ys if judged_is_state else Os)[:, :, i_m]
+            first = first_progression(judged[:, 0], judged[:, i_visit], rule)
+            stopped = np.flatnonzero(first >= 0)
+            t_stop[lo + stopped] = visits[first[stopped]]
+            # Therapy ends at the visit: drop later doses and solve again. The visits are step
+            # boundaries in both solves, so everything up to the visit is reproduced exactly.
+            later = _doses_after(events, stopped, t_stop[lo + stopped])
+            if later is not None:
+                solve(stopped, later)
+
     t_solved = _time.perf_counter()
 
     failed = np.flatnonzero(status != 0)
@@ -236,11 +309,26 @@ def simulate(
         "solve_seconds": round(t_solved - t_compiled, 3),
         "n_failed": int(failed.size),
     }
-    return build_dataset(
+    ds = build_dataset(
         model=model, t_out=t_out, Y=Y, O=O, P=P, covariates=cohort.covariates,
         covariate_units=cohort.covariate_units, subject=cohort.subject, status=status,
         stats=stats, fstats=fstats, variables=variables, attrs=attrs,
     )
+    if rule is not None:
+        last_dose = _last_dose_time(sc, cohort, P, float(t_out[-1]))
+        on = np.where(np.isnan(t_stop), np.minimum(last_dose, t_out[-1]), t_stop)
+        ds["progression_day"] = ("subject", t_stop / 24.0, {"units": "d", "description": f"assessment visit at which progression ({rule.output} > {1 + rule.rise_fraction:g} x nadir and >= {rule.rise_abs:g} {rule.unit} above it) stopped therapy; NaN if none"})
+        ds["days_on_therapy"] = ("subject", on / 24.0, {"units": "d", "description": "days from the start of therapy to its end (progression visit, last dose, or end of simulation)"})
+    return ds
+
+
+def _last_dose_time(sc: Scenario, cohort, P: np.ndarray, t_end: float) -> np.ndarray:
+    """Time of the last scheduled dose within the simulation (h), per subject."""
+    regimen = sc.regimen
+    n_cycles = min(regimen.max_cycles, max(1, math.ceil(t_end / (regimen.cycle_days * 24.0))))
+    times = regimen.schedule(n_cycles)["time_h"].to_numpy()
+    times = times[times <= t_end]
+    return np.full(P.shape[0], times.max() if times.size else 0.0)
 
 
 def status_summary(ds: xr.Dataset) -> str:
