@@ -201,6 +201,29 @@ def initial(p, y0):
     y0[0] = p[0]
 """
 
+# y' = -y until t = p0, NaN from then on (a model that breaks at a known time).
+NAN_AFTER = """
+N_STATES = 1
+N_PARAMS = 1
+N_OUTPUTS = 0
+
+@kernel
+def rhs(t, y, p, dy):
+    dy[0] = -y[0] if t < p[0] else math.nan
+
+@kernel
+def jac(t, y, p, J):
+    J[0, 0] = -1.0
+
+@kernel
+def outputs(t, y, p, o):
+    pass
+
+@kernel
+def initial(p, y0):
+    y0[0] = 1.0
+"""
+
 # Robertson's chemical kinetics (Hairer & Wanner II, §IV.1), p = [0.04, 3e7, 1e4].
 ROBERTSON = """
 N_STATES = 3
@@ -337,6 +360,7 @@ MODELS = {
     "nonautonomous": NONAUTONOMOUS,
     "chain4": CHAIN4,
     "blowup": BLOWUP,
+    "nan_after": NAN_AFTER,
     "robertson": ROBERTSON,
     "van_der_pol": VAN_DER_POL,
     "hires": HIRES,

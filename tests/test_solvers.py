@@ -446,6 +446,16 @@ def test_finite_time_blow_up(model, method):
     assert np.isnan(sol.y[3:]).all()
 
 
+@pytest.mark.parametrize("method", H.SOLVERS)
+def test_non_finite_derivative(model, method):
+    t_out = np.array([0.0, 0.25, 0.5 - 1e-3, 0.75, 1.0])
+    sol = H.solve(model("nan_after"), method, t_out, [0.5], rtol=1e-8, atol=1e-10)
+    assert sol.status == st.Status.NON_FINITE
+    assert sol.fstats[0] == pytest.approx(0.5, abs=1e-6)
+    np.testing.assert_allclose(sol.y[:3, 0], np.exp(-t_out[:3]), rtol=1e-7)
+    assert np.isnan(sol.y[3:]).all()
+
+
 def test_fixed_step_without_step_size_is_refused(model):
     sol = H.solve(model("two_cpt"), "tsit5", np.array([0.0, 1.0]), (0.3, 0.9, 0.2),
                   adaptive=False, h0=0.0)

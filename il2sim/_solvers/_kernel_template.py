@@ -4,6 +4,12 @@ This file is valid Python so that it can be read, linted and diffed, but it is n
 to run: ``build.module_source`` copies the text between the markers into each generated model
 module, where ``rhs``, ``jac``, ``outputs``, ``initial``, ``N_STATES`` and the decorators
 ``kernel``/``kernel_parallel`` are real definitions. The placeholders below only document them.
+
+Entry points (all over flat arrays; see their docstrings): ``solve_subject`` (one subject),
+``solve_cohort`` (prange over subjects), ``eval_outputs``, ``eval_initial``. Inside, the
+method steps (``_rodas_step``, ``_tsit5_step``), the step-size controller
+(``_controller_accept``/``_controller_reject``), dense output and event handling are separate
+functions; ``_integrate`` is the loop that ties them together.
 """
 
 import math  # noqa: F401
@@ -568,12 +574,23 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
 @kernel
 def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, ev_value,
                   rtol, atol, h0, hmax, max_steps, y_out, stats, fstats):
-    """Integrate one subject; fills y_out[n_out, N_STATES], stats[6], fstats[2]; returns status.
+    """Integrate one subject from t0 to t_out[-1]; return a status code (OK, MAX_STEPS, ...).
 
-    method: METHOD_RODAS (Rodas5P) or METHOD_TSIT5. adaptive: 0 -> fixed steps of h0.
-    Events (sorted by time; equal times in array order) are applied exactly at their times;
-    events at or before t0 are applied at t0, events after t_out[-1] are ignored. An output
-    at an event time records the state after the event.
+    method: METHOD_RODAS (Rodas5P, stiff) or METHOD_TSIT5 (explicit). adaptive: 0 -> fixed
+    steps of h0 (still shortened to land on every stop). The derivative is
+    rhs(t, y, p) + rate, where rate (zero at t0) is changed by EV_RATE events.
+
+    Events (sorted by time; equal times in array order) are applied exactly at their times:
+    a step never crosses one; the method restarts there with its last step size as the
+    guess. Events at or before t0 are applied at t0; events after t_out[-1] are ignored.
+    Outputs come from each method's dense output; an output at an event time records the
+    state after the event. Error control: RMS over states of
+    err_i / (atol_i + rtol*max(|y_i|, |ynew_i|)) <= 1; h0 = 0 picks the first step
+    automatically; hmax = 0 means no limit; max_steps bounds attempted steps.
+
+    Fills y_out[n_out, N_STATES] (rows not reached are NaN), stats = [attempted, accepted,
+    rejected, rhs evaluations, Jacobian evaluations, LU factorisations], fstats = [time
+    reached, last accepted step]. y0 is not modified.
     """
     n = N_STATES
     # Work arrays: allocated once per subject, never inside the step loop. (A GPU port
