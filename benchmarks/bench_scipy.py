@@ -43,7 +43,7 @@ def prepare(config: Path, n: int):
                            model.parameter_names, model.default_parameters(), sc.seed)
     P = np.ascontiguousarray(cohort.parameters)
     t_out = sc.output.times()
-    events = cohort_events(sc, cohort.covariates, P, float(t_out[-1]))
+    events = cohort_events(sc, mod, cohort.covariates, P, float(t_out[-1]))
     Y0 = np.empty((n, len(model.state_names)))
     mod.eval_initial(P, Y0)
     return sc, mod, P, Y0, t_out, events

@@ -80,19 +80,26 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_models(args) -> int:
+    """Modules share symbols, so they are composed together and listed file by file."""
     from il2sim.model import available_models, load_model
 
-    names = args.names or available_models()
+    found = available_models()
+    names = args.names or list(found)
+    unknown = [n for n in names if n not in found and not n.endswith(".toml")]
+    if unknown:
+        raise Il2simError(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(found)}")
+    model = load_model(list(found) + [n for n in names if n not in found])
     for name in names:
-        m = load_model([name])
-        print(f"{name}  ({m.files[0]})")
-        for s in m.states:
+        path = str(found.get(name, name))
+        entries = lambda items: [x for x in items if str(x.file) == path or Path(str(x.file)).resolve() == Path(path).resolve()]  # noqa: E731
+        print(f"{name}  ({path})")
+        for s in entries(model.states):
             print(f"  state  {s.name:<12} [{s.unit}]  {s.description}")
-        for o in m.outputs:
+        for o in entries(model.outputs):
             print(f"  output {o.name:<12} [{o.unit}]  {o.description}")
         if args.parameters:
-            for p in m.parameters:
-                print(f"  param  {p.name:<12} = {p.value:g} [{p.unit}]  {p.description} — {p.source}")
+            for p in entries(model.parameters):
+                print(f"  param  {p.name:<12} = {p.value:g} [{p.unit}]  {p.description} — source: {p.source}")
     return 0
 
 
@@ -138,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"il2sim {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `il2sim models | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("il2sim: interrupted", file=sys.stderr)
         return 130

@@ -25,28 +25,17 @@ from il2sim.stop_rules import ProgressionRule, first_progression
 __all__ = ["simulate", "cohort_events"]
 
 
-def _state_dose_values(model, P: np.ndarray, attr: str, default: float) -> dict[str, np.ndarray]:
-    """Per-subject bioavailability or lag for every dosed-into state that declares one."""
-    names = list(model.parameter_names)
-    out = {}
-    for s in model.states:
-        ref = getattr(s, attr, None)
-        if ref is None:
-            continue
-        ref = str(ref)
-        if ref in names:
-            out[s.name] = P[:, names.index(ref)]
-        else:
-            try:
-                out[s.name] = np.full(P.shape[0], float(ref))
-            except ValueError:
-                raise ConfigError(
-                    f"{s.file}: [states] {s.name}.{attr}: expected a parameter name or a number, got {ref!r}"
-                ) from None
-    return out
+def _dose_modifiers(mod, model, P: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-subject bioavailability and lag of every state, from the generated ``dose_modifiers``."""
+    n, ns = P.shape[0], len(model.state_names)
+    f, lag = np.empty((n, ns)), np.empty((n, ns))
+    for i in range(n):
+        mod.dose_modifiers(P[i], f[i], lag[i])
+    return ({s: f[:, j] for j, s in enumerate(model.state_names)},
+            {s: lag[:, j] for j, s in enumerate(model.state_names)})
 
 
-def cohort_events(scenario: Scenario, covariates: dict[str, np.ndarray], P: np.ndarray, t_end: float):
+def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P: np.ndarray, t_end: float):
     """Kernel event arrays for all subjects: ``(ev_ptr, time, kind, state, value)``.
 
     Doses come from the scenario regimen, scaled by each subject's BSA or weight, converted to
@@ -65,8 +54,7 @@ def cohort_events(scenario: Scenario, covariates: dict[str, np.ndarray], P: np.n
     if regimen is None:
         empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
         return cohort_kernel_events([empty] * n)
-    F = _state_dose_values(model, P, "bioavailability", 1.0)
-    lag = _state_dose_values(model, P, "lag", 0.0)
+    F, lag = _dose_modifiers(mod, model, P)
     n_cycles = min(regimen.max_cycles, max(1, math.ceil(t_end / (regimen.cycle_days * 24.0))))
     bsa = covariates.get("BSA")
     weight = covariates.get("weight")
@@ -251,7 +239,7 @@ def simulate(
         hi = min(n, lo + step)
         Pc = np.ascontiguousarray(P[lo:hi])
         cov_c = {k: a[lo:hi] for k, a in cohort.covariates.items()}
-        events = _with_visits(cohort_events(sc, cov_c, Pc, float(t_out[-1])), visits)
+        events = _with_visits(cohort_events(sc, mod, cov_c, Pc, float(t_out[-1])), visits)
         Y0 = np.empty((hi - lo, ns))
         mod.eval_initial(Pc, Y0)
 
