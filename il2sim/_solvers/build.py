@@ -46,8 +46,13 @@ def template_source() -> str:
 
 
 def template_hash() -> str:
-    """SHA-256 of the header and kernel source; part of every model cache key."""
-    return hashlib.sha256((HEADER_CPU + template_source()).encode()).hexdigest()
+    """SHA-256 of the header, the kernel source and the tableaus it imports.
+
+    Part of every model cache key: numba freezes the imported coefficients into the compiled
+    code, so a changed coefficient must invalidate cached models too.
+    """
+    tableaus = Path(__file__).with_name("tableaus.py").read_text(encoding="utf-8")
+    return hashlib.sha256((HEADER_CPU + template_source() + tableaus).encode()).hexdigest()
 
 
 def module_source(model_source: str, header: str = HEADER_CPU) -> str:
