@@ -1,0 +1,211 @@
+"""End-to-end: config → regimen → cohort → kernels → Dataset, against closed forms.
+
+The one-compartment oral model has a closed form under repeated doses (superposition of
+Bateman functions), so the whole chain — BSA from covariates, MIU/m² → nmol with the declared
+factor, bioavailability and lag per subject, exact stops at doses — is checked at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+import xarray as xr
+
+import il2sim
+from il2sim.errors import ConfigError, SolverError
+from il2sim.results import write_netcdf
+from il2sim.scenario import load_scenario
+
+HERE = Path(__file__).parent
+CONFIG = HERE / "configs" / "onecmt.toml"
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return load_scenario(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def ds(scenario):
+    return il2sim.simulate(scenario)
+
+
+def bateman(t, doses, ka, ke, V, F, lag):
+    """Closed-form concentration (pM) of the one-compartment oral model under bolus doses (nmol)."""
+    c = np.zeros_like(t)
+    for td, amt in doses:
+        tau = t - (td + lag)
+        on = tau >= 0
+        c[on] += 1000.0 * F * amt * ka / (V * (ka - ke)) * (np.exp(-ke * tau[on]) - np.exp(-ka * tau[on]))
+    return c
+
+
+def dose_list(scenario, bsa):
+    """(time h, nmol) of every dose, written out by hand from the config."""
+    doses = []
+    for cycle in range(2):
+        base = cycle * 7 * 24.0
+        for day in (1, 2):
+            for clock in (8.0, 20.0):
+                doses.append((base + (day - 1) * 24 + clock, 2.0 * bsa * 3.99))
+        for day in (3, 4, 5):
+            doses.append((base + (day - 1) * 24 + 9.5, 0.5 * bsa * 3.99))
+    return doses
+
+
+def test_matches_closed_form_for_every_subject(scenario, ds):
+    t = ds.time.values
+    rtol, atol = 1e-8, 1e-10
+    for i in range(ds.sizes["subject"]):
+        sub = ds.isel(subject=i)
+        bsa = float(np.sqrt(sub.height * sub.weight / 3600.0))  # Mosteller, by hand
+        assert float(sub.BSA) == pytest.approx(bsa, rel=1e-14)
+        exact = bateman(t, dose_list(scenario, bsa), float(sub.ka), float(sub.ke), float(sub.V), float(sub.F), float(sub.tlag))
+        # state Ac in nmol; the tolerance-unit error (atol in nmol → scale the pM output)
+        err = (sub.C.values - exact) / (1000.0 / float(sub.V) * atol + rtol * np.abs(exact))
+        assert np.max(np.abs(err)) < 5.0
+
+
+def test_dataset_contract(ds):
+    assert ds.C.dims == ("subject", "time")
+    assert ds.time.attrs["units"] == "h"
+    assert ds.C.attrs["units"] == "pM" and ds.Ac.attrs["units"] == "nmol"
+    assert ds.Ac.attrs["description"] == "central"
+    assert ds.ka.dims == ("subject",) and ds.ka.attrs["units"] == "1/h"
+    assert ds.BSA.attrs["units"] == "m2"
+    assert list(ds.status.values) == ["ok"] * 6
+    for key in ("il2sim_version", "model_hash", "scenario", "seed", "solver_method", "rtol", "atol"):
+        assert key in ds.attrs
+    assert ds.attrs["seed"] == 11 and ds.attrs["solver_method"] == "rodas5p"
+    assert (ds.n_steps > 0).all() and (ds.n_rhs >= ds.n_steps).all()
+
+
+def test_output_at_dose_time_is_post_dose(scenario):
+    # the depot jumps at 08:00 + lag; with lag 0 an output exactly at 08:00 shows the dose
+    ds = il2sim.simulate(scenario, subjects=1, t_out=np.array([0.0, 8.0, 8.5]),
+                         parameters=np.array([[0.5, 0.1, 3.0, 0.4, 0.0]]))
+    bsa = float(ds.BSA[0])
+    assert ds.Ad.values[0, 0] == 0.0
+    assert ds.Ad.values[0, 1] == pytest.approx(0.4 * 2.0 * bsa * 3.99, rel=1e-12)
+
+
+def test_thread_count_does_not_change_results(scenario):
+    numba.set_num_threads(1)
+    a = il2sim.simulate(scenario, subjects=5)
+    numba.set_num_threads(2)
+    b = il2sim.simulate(scenario, subjects=5)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(a.Ac.values, b.Ac.values)
+    np.testing.assert_array_equal(a.n_steps.values, b.n_steps.values)
+
+
+def test_subject_is_the_same_patient_in_any_cohort_and_chunking(scenario):
+    small = il2sim.simulate(scenario, subjects=4)
+    large = il2sim.simulate(scenario, subjects=9, chunk_size=2)
+    for var in ("Ac", "C", "ka", "F", "BSA"):
+        np.testing.assert_array_equal(small[var].values, large[var].values[:4])
+
+
+def test_seed_changes_patients(scenario):
+    a = il2sim.simulate(scenario, subjects=3, seed=1)
+    b = il2sim.simulate(scenario, subjects=3, seed=2)
+    assert not np.array_equal(a.ka.values, b.ka.values)
+
+
+def test_parameter_matrix_replaces_sampled_parameters(scenario):
+    model = scenario.model
+    P = np.tile(model.default_parameters(), (3, 1))
+    P[:, model.parameter_index("ke")] = [0.05, 0.1, 0.2]
+    ds = il2sim.simulate(scenario, subjects=3, parameters=P)
+    np.testing.assert_array_equal(ds.ke.values, [0.05, 0.1, 0.2])
+    assert ds.C.values[0, -1] > ds.C.values[1, -1] > ds.C.values[2, -1]
+
+
+def test_parameter_matrix_shape_is_checked(scenario):
+    with pytest.raises(ConfigError, match=r"parameters: expected shape \(2, 5\) \(subjects × parameters in model.parameter_names order\), got \(2, 4\)"):
+        il2sim.simulate(scenario, subjects=2, parameters=np.ones((2, 4)))
+
+
+def test_explicit_method_agrees_with_stiff_method(scenario):
+    a = il2sim.simulate(scenario, subjects=2, method="rodas5p", rtol=1e-9, atol=1e-12)
+    b = il2sim.simulate(scenario, subjects=2, method="tsit5", rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a.C.values, b.C.values, rtol=1e-6, atol=1e-6)
+    assert b.attrs["solver_method"] == "tsit5"
+
+
+def test_failing_subject_is_marked_and_others_kept(scenario):
+    P = np.tile(scenario.model.default_parameters(), (3, 1))
+    ok = il2sim.simulate(scenario, subjects=3, parameters=P)
+    tiny = il2sim.simulate(scenario, subjects=3, parameters=P, t_out=ok.time.values)
+    assert list(tiny.status.values) == ["ok"] * 3
+    # max_steps reached: a 1-step budget fails every subject, with the time reached recorded
+    from dataclasses import replace
+
+    sc = replace(scenario, solver=replace(scenario.solver, max_steps=3))
+    bad = il2sim.simulate(sc, subjects=2)
+    assert list(bad.status.values) == ["max_steps", "max_steps"]
+    assert np.isnan(bad.C.values[:, -1]).all()
+    assert (bad.t_reached.values < bad.time.values[-1]).all()
+    with pytest.raises(SolverError, match=r"2 of 2 subject\(s\) failed; first: subject 0 at t = .* h: .*max_steps"):
+        il2sim.simulate(sc, subjects=2, throw=True)
+
+
+def test_variables_selection(scenario):
+    ds = il2sim.simulate(scenario, subjects=1, variables=["C"])
+    assert "C" in ds and "Ac" not in ds and "Ad" not in ds
+
+
+def test_netcdf_round_trip_is_atomic(tmp_path, ds):
+    out = write_netcdf(ds, tmp_path / "run.nc")
+    back = xr.open_dataset(out, engine="h5netcdf")
+    np.testing.assert_array_equal(back.C.values, ds.C.values)
+    assert back.C.attrs["units"] == "pM"
+    assert list(back.status.values) == list(ds.status.values)
+    back.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["run.nc"]  # no temporary left behind
+    with pytest.raises(ConfigError, match=r"run.nc: exists; pass --overwrite to replace it"):
+        write_netcdf(ds, out, overwrite=False)
+
+
+def test_mass_balance_with_no_elimination(scenario):
+    model = scenario.model
+    P = np.tile(model.default_parameters(), (2, 1))
+    P[:, model.parameter_index("ke")] = 0.0
+    ds = il2sim.simulate(scenario, subjects=2, parameters=P, rtol=1e-10, atol=1e-12)
+    bsa = ds.BSA.values
+    F = P[:, model.parameter_index("F")]
+    total = np.array([sum(a for _, a in dose_list(scenario, b)) for b in bsa]) * F
+    amount = ds.Ad.values[:, -1] + ds.Ac.values[:, -1]
+    np.testing.assert_allclose(amount, total, rtol=1e-10)
+
+
+def test_progression_stops_dosing_at_the_visit():
+    sc = load_scenario(HERE / "configs" / "toy_tumour.toml")
+    ds = il2sim.simulate(sc)
+    from dataclasses import replace
+
+    free = il2sim.simulate(replace(sc, regimen=replace(sc.regimen, stop="none")))
+    prog = np.flatnonzero(~np.isnan(ds.progression_day.values))
+    never = np.flatnonzero(np.isnan(ds.progression_day.values))
+    assert prog.size >= 2 and never.size >= 2, "the test cohort should contain both outcomes"
+    t = ds.time.values
+    visits = sc.regimen.assessment_times(6)
+    for i in prog:
+        t_stop = ds.progression_day.values[i] * 24.0
+        assert t_stop in visits
+        assert ds.days_on_therapy.values[i] == ds.progression_day.values[i]
+        before, after = t <= t_stop, t > t_stop + 48.0
+        # identical therapy up to the visit; no dose afterwards (the depot only empties)
+        np.testing.assert_allclose(ds.M.values[i, before], free.M.values[i, before], rtol=1e-7)
+        assert np.all(np.abs(ds.Ad.values[i, after]) < 1e-9)  # a dose would put 10 nmol there
+        assert free.Ad.values[i, after].max() > 1.0  # without the stop rule dosing goes on
+        # the judged visit really shows progression, none before it
+        m = ds.M.sel(time=np.append([0.0], visits[visits <= t_stop])).values[i]
+        nadir = np.minimum.accumulate(m)[:-1]
+        assert m[-1] > 1.25 * nadir[-1] and m[-1] - nadir[-1] >= 5.0
+    last_dose = max(sc.regimen.schedule(6)["time_h"])
+    np.testing.assert_array_equal(ds.days_on_therapy.values[never], last_dose / 24.0)
+    np.testing.assert_allclose(ds.M.values[never], free.M.values[never], rtol=1e-7)
