@@ -50,6 +50,13 @@ def build_dataset(
         np.array([STATUS_NAMES[c] if 0 <= c < len(STATUS_NAMES) else f"code_{c}" for c in codes], dtype=object),
         {"description": "solver outcome per subject: ok, max_steps, step_too_small or non_finite"},
     )
+    from il2sim._solvers.status import Status
+
+    data_vars["status_message"] = (
+        ("subject",),
+        np.array(["" if c == 0 else Status(int(c)).message for c in codes], dtype=object),
+        {"description": "why the solver stopped, for subjects whose status is not ok"},
+    )
     data_vars["t_reached"] = (("subject",), fstats[:, 0], {"units": "h", "description": "time integration reached (failure time when status is not ok)"})
     for j, name in enumerate(STAT_FIELDS):
         data_vars[name] = (("subject",), stats[:, j], {"description": f"solver counter: {name[2:]}"})
