@@ -53,7 +53,7 @@ from il2sim.errors import ConfigError, Il2simError, ModelSpecError, RegimenError
 
 __all__ = ["Scenario", "SolverSettings", "OutputGrid", "CovariateSpec", "PopulationSpec", "load_scenario"]
 
-SECTIONS = ("scenario", "drug", "regimen", "population", "parameters", "output", "solver")
+SECTIONS = ("scenario", "drug", "regimen", "population", "parameters", "output", "solver", "response", "targets", "calibration")
 SOLVER_METHODS = ("rodas5p", "tsit5")
 DISTRIBUTIONS = {
     "normal": ("mean", "sd"),
@@ -122,6 +122,7 @@ class PopulationSpec:
     covariates: tuple[CovariateSpec, ...] = ()
     iiv: dict[str, float] = field(default_factory=dict)
     bsa_formula: str = "mosteller"
+    correlations: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ class Scenario:
     seed: int
     description: str = ""
     text: str = ""
+    response: Any = None  # il2sim.response.ResponseCriteria
+    targets: tuple = ()  # il2sim.targets.Target, from [[targets]]
+    calibration: Any = None  # il2sim.targets.CalibrationSpec, from [calibration]
 
 
 def _read_toml(path: Path) -> dict:
@@ -234,6 +238,19 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
     problems += p
     solver, p = _solver(data.get("solver", {}), source)
     problems += p
+    response, p = _response(data.get("response", {}), source)
+    problems += p
+    targets, calibration = (), None
+    if "targets" in data:
+        from il2sim.targets import parse_targets
+
+        targets, p = parse_targets(data["targets"], source)
+        problems += p
+    if "calibration" in data:
+        from il2sim.targets import parse_calibration
+
+        calibration, p = parse_calibration(data["calibration"], source)
+        problems += p
 
     regimen = None
     if "regimen" in data:
@@ -251,6 +268,7 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
             problems.append(f"{source}: scenario.models: {exc}")
     if model is not None:
         problems += _check_against_model(model, parameters, population, output, solver, regimen, source)
+        problems += _check_targets(model, targets, calibration, regimen, source)
         if not problems and parameters:
             model = model.with_parameters(parameters)
 
@@ -259,7 +277,8 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
     return Scenario(
         name=str(name), source=source, model=model, models=resolved, drug=drug, regimen=regimen,
         population=population, parameters=parameters, output=output, solver=solver, seed=int(seed),
-        description=str(sc.get("description", "")), text=text,
+        description=str(sc.get("description", "")), text=text, response=response, targets=targets,
+        calibration=calibration,
     )
 
 
@@ -306,7 +325,7 @@ def _drug(d: Any, source: str, Drug) -> tuple[Any, list[str]]:
 def _population(d: Any, source: str) -> tuple[PopulationSpec, list[str]]:
     if (msg := v.check_table(d, source, "population")) is not None:
         return PopulationSpec(), [msg]
-    problems = v.unknown_keys(d, ("subjects", "covariates", "iiv", "bsa_formula"), source, "population")
+    problems = v.unknown_keys(d, ("subjects", "covariates", "iiv", "correlation", "bsa_formula"), source, "population")
     subjects = d.get("subjects", 1)
     if (msg := v.check_number(subjects, source, "population.subjects", lower=1, integer=True)) is not None:
         problems.append(msg)
@@ -359,7 +378,91 @@ def _population(d: Any, source: str) -> tuple[PopulationSpec, list[str]]:
     for pname, omega in iiv.items():
         if (msg := v.check_number(omega, source, f"population.iiv.{pname}", lower=0)) is not None:
             problems.append(msg)
-    return PopulationSpec(int(subjects), tuple(covs), {k: float(x) for k, x in iiv.items() if not isinstance(x, bool) and isinstance(x, (int, float))}, str(formula)), problems
+    correlations, p = _correlations(d.get("correlation", {}), iiv, source)
+    problems += p
+    iiv_ok = {k: float(x) for k, x in iiv.items() if not isinstance(x, bool) and isinstance(x, (int, float))}
+    spec = PopulationSpec(int(subjects), tuple(covs), iiv_ok, str(formula), correlations)
+    if correlations and not p:
+        from il2sim.population import omega_cholesky
+
+        try:
+            omega_cholesky(spec)
+        except ConfigError as exc:
+            problems.append(f"{source}: {exc}")
+    return spec, problems
+
+
+def _correlations(d: Any, iiv: dict, source: str) -> tuple[dict[tuple[str, str], float], list[str]]:
+    """``[population.correlation]``: ``"CL:V1" = 0.5`` — correlation of the two log-parameters."""
+    if (msg := v.check_table(d, source, "population.correlation")) is not None:
+        return {}, [msg]
+    out, problems = {}, []
+    for key, rho in d.items():
+        f = f"population.correlation.{key}"
+        parts = key.split(":")
+        if len(parts) != 2 or parts[0] == parts[1]:
+            problems.append(f"{source}: {f}: expected a key 'A:B' naming two different parameters")
+            continue
+        missing = [x for x in parts if x not in iiv]
+        if missing:
+            problems.append(f"{source}: {f}: {', '.join(missing)} has no entry in population.iiv; correlations need an omega for both")
+            continue
+        if (msg := v.check_number(rho, source, f, lower=-1, upper=1)) is not None:
+            problems.append(msg)
+            continue
+        out[(parts[0], parts[1])] = float(rho)
+    return out, problems
+
+
+def _response(d: Any, source: str) -> tuple[Any, list[str]]:
+    """``[response]``: classification of best response at assessment visits (il2sim.response)."""
+    from il2sim.response import ResponseCriteria
+
+    if (msg := v.check_table(d, source, "response")) is not None:
+        return ResponseCriteria(), [msg]
+    problems = v.unknown_keys(d, ("pr_fall", "mr_fall", "confirm", "sd_min_days"), source, "response")
+    kw: dict[str, Any] = {}
+    for key, lower, upper, integer in (("pr_fall", 0, 1, False), ("mr_fall", 0, 1, False),
+                                       ("confirm", 1, None, True), ("sd_min_days", 0, None, False)):
+        if key in d:
+            if (msg := v.check_number(d[key], source, f"response.{key}", lower=lower, upper=upper, integer=integer)) is not None:
+                problems.append(msg)
+            else:
+                kw[key] = d[key]
+    if not problems and kw.get("mr_fall", 0.25) > kw.get("pr_fall", 0.5):
+        problems.append(f"{source}: response: expected mr_fall <= pr_fall, got mr_fall={kw.get('mr_fall', 0.25)!r}, pr_fall={kw.get('pr_fall', 0.5)!r}")
+    if problems:
+        return ResponseCriteria(), problems
+    return ResponseCriteria(**kw), []
+
+
+def _check_targets(model, targets, calibration, regimen, source) -> list[str]:
+    """Target variables and calibrated parameters must exist in the model."""
+    import difflib
+
+    from il2sim.targets import check_target_variables
+
+    has_progression = regimen is not None and regimen.stop == "progression"
+    problems = check_target_variables(targets, model, has_progression, source)
+    if calibration is not None:
+        pnames = list(model.parameter_names)
+        tnames = [t.name for t in targets]
+        for i, stage in enumerate(calibration.stages):
+            for name, (lo, hi) in stage.parameters.items():
+                if name not in pnames:
+                    close = difflib.get_close_matches(name, pnames, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    problems.append(f"{source}: calibration.stage[{i}].parameters.{name}: unknown model parameter{hint}")
+                    continue
+                prm = model.parameters[pnames.index(name)]
+                if lo < prm.lower or hi > prm.upper:
+                    problems.append(f"{source}: calibration.stage[{i}].parameters.{name}: bounds [{lo:g}, {hi:g}] exceed the model's [{prm.lower:g}, {prm.upper:g}]")
+            for name in stage.targets or ():
+                if name not in tnames:
+                    close = difflib.get_close_matches(name, tnames, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    problems.append(f"{source}: calibration.stage[{i}].targets: no target named '{name}'{hint}")
+    return problems
 
 
 def _parameters(d: Any, source: str) -> tuple[dict[str, float], list[str]]:

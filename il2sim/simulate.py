@@ -136,6 +136,7 @@ def simulate(
     /,
     *,
     subjects: int | None = None,
+    subject_ids: np.ndarray | None = None,
     seed: int | None = None,
     parameters: np.ndarray | None = None,
     t_out: np.ndarray | None = None,
@@ -152,6 +153,9 @@ def simulate(
     --------------
     scenario : Scenario or path to a scenario TOML file.
     subjects : number of virtual subjects (default: the config's ``population.subjects``).
+    subject_ids : which subjects to simulate (indices into the virtual population; default
+        ``0 .. subjects-1``). Subject ``i`` is the same patient in any selection, which is how
+        a cohort is split into chunks or across machines.
     seed : overrides ``scenario.seed``; subject ``i`` is the same patient for a given seed.
 
     Other arguments
@@ -186,6 +190,11 @@ def simulate(
         raise ConfigError(f"{sc.source}: solver.method: expected one of {', '.join(map(repr, METHODS))}, got {solver.method!r}")
     seed = sc.seed if seed is None else int(seed)
     model = sc.model
+    if subject_ids is not None:
+        subject_ids = np.asarray(subject_ids, dtype=np.int64).ravel()
+        if subject_ids.size == 0 or subject_ids.min() < 0:
+            raise ConfigError("simulate: subject_ids: expected a non-empty array of indices >= 0")
+        subjects = subject_ids.size
     n = sc.population.subjects if subjects is None else int(subjects)
     if n < 1:
         raise ConfigError(f"{sc.source}: population.subjects: expected an integer >= 1, got {n}")
@@ -200,7 +209,7 @@ def simulate(
     t_compiled = _time.perf_counter()
     mod = compiled.module
 
-    cohort = sample_cohort(pop, model.parameter_names, model.default_parameters(), seed)
+    cohort = sample_cohort(pop, model.parameter_names, model.default_parameters(), seed, subjects=subject_ids)
     P = cohort.parameters
     if parameters is not None:
         P = np.array(parameters, dtype=float, copy=True)
@@ -234,6 +243,7 @@ def simulate(
     stats = np.zeros((n, 6), dtype=np.int64)
     fstats = np.zeros((n, 2))
     t_stop = np.full(n, np.nan)
+    m_base, m_visits = np.full(n, np.nan), np.full((n, visits.size), np.nan)  # for response classes
     step = max(1, int(chunk_size))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
@@ -263,6 +273,7 @@ def simulate(
         if rule is not None and visits.size:
             judged = (Ys if judged_is_state else Os)[:, :, i_m]
             first = first_progression(judged[:, 0], judged[:, i_visit], rule)
+            m_base[lo:hi], m_visits[lo:hi] = judged[:, 0], judged[:, i_visit]
             stopped = np.flatnonzero(first >= 0)
             t_stop[lo + stopped] = visits[first[stopped]]
             # Therapy ends at the visit: drop later doses and solve again. The visits are step
@@ -307,6 +318,10 @@ def simulate(
         on = np.where(np.isnan(t_stop), np.minimum(last_dose, t_out[-1]), t_stop)
         ds["progression_day"] = ("subject", t_stop / 24.0, {"units": "d", "description": f"assessment visit at which progression ({rule.output} > {1 + rule.rise_fraction:g} x nadir and >= {rule.rise_abs:g} {rule.unit} above it) stopped therapy; NaN if none"})
         ds["days_on_therapy"] = ("subject", on / 24.0, {"units": "d", "description": "days from the start of therapy to its end (progression visit, last dose, or end of simulation)"})
+        from il2sim.response import ResponseCriteria, add_response
+
+        criteria = replace(sc.response or ResponseCriteria(), pd_rise_fraction=rule.rise_fraction, pd_rise_abs=rule.rise_abs)
+        add_response(ds, m_base, m_visits, visits / 24.0, criteria, variable=rule.output)
     return ds
 
 
