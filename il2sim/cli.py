@@ -1,4 +1,4 @@
-"""Command line: ``il2sim run | validate | models``.
+"""Command line: ``il2sim run | validate | models | report``.
 
 Errors in the user's input are printed as one paragraph and exit with status 2; ``--debug``
 shows the traceback instead.
@@ -103,6 +103,20 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    """One report folder per config: DIR itself for one config, DIR/<scenario> for several."""
+    from il2sim.report import write_report
+
+    for config in args.configs:
+        out = None
+        if args.out:
+            out = Path(args.out) if len(args.configs) == 1 else Path(args.out) / Path(config).stem
+        t0 = time.perf_counter()
+        path = write_report(config, out, subjects=args.subjects, seed=args.seed)
+        print(f"il2sim report {config}: wrote {path} and figures ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="il2sim", description="Simulate subcutaneous IL-2 therapy: PK, immune response, tumour.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -132,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("names", nargs="*")
     mod.add_argument("--parameters", action="store_true", help="also list parameters with units and sources")
     mod.set_defaults(func=_cmd_models)
+
+    rep = sub.add_parser("report", help="simulate a config and write a Markdown report with figures and its target table",
+                         epilog="examples:\n  il2sim report configs/mm_low_dose_1995.toml\n"
+                                "  il2sim report configs/validation/*.toml --out reports/validation",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("configs", nargs="+", metavar="CONFIG", help="scenario TOML file(s)")
+    rep.add_argument("--out", help="report folder (default reports/<scenario>); with several configs, one subfolder each")
+    rep.add_argument("--subjects", type=int, help="number of virtual subjects (default: the config's)")
+    rep.add_argument("--seed", type=int, help="random seed (default: the config's)")
+    rep.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -61,6 +61,8 @@ __all__ = [
     "ModuleInfo",
     "Model",
     "load_model",
+    "ModuleCheck",
+    "check_module",
     "available_models",
     "default_search_path",
     "RESERVED_NAMES",
@@ -454,6 +456,100 @@ def load_model(
         raise ModelSpecError(problems)
     assert model is not None
     return model
+
+
+@dataclass(frozen=True)
+class ModuleCheck:
+    """What one module file defines and what it expects other modules to define.
+
+    ``expects`` maps each symbol the file uses but does not define to the fields that use it,
+    e.g. ``{"Treg_rel": ("[outputs] RM_rel.expr",)}``. A symbol used in a state's ``initial``,
+    ``bioavailability`` or ``lag`` must be a parameter of some other module; the rest may be
+    any parameter, state or output.
+    """
+
+    name: str
+    file: str
+    parameters: tuple[str, ...]
+    states: tuple[str, ...]
+    outputs: tuple[str, ...]
+    expects: Mapping[str, tuple[str, ...]]
+
+    @property
+    def provides(self) -> tuple[str, ...]:
+        return self.parameters + self.states + self.outputs
+
+    @property
+    def self_contained(self) -> bool:
+        return not self.expects
+
+
+def check_module(path: str | os.PathLike, *, search_path: Sequence[str | os.PathLike] | None = None) -> ModuleCheck:
+    """Validate one module file on its own and list the symbols it expects from other modules.
+
+    Modules share symbols (the PK module reads cell counts from the cell modules), so most
+    cannot compose alone. This runs every check that needs only this file: TOML, tables and
+    keys, names, units, descriptions and sources, bounds, expression grammar, duplicate
+    definitions, one equation per state, cycles among its outputs, and initial values,
+    bioavailability and lag that use only its own parameters. Symbols it does not define are
+    listed in :attr:`ModuleCheck.expects` rather than reported; :func:`load_model` checks them
+    against the composition.
+
+    ``path`` may also be a bare module name, looked up like :func:`load_model` does.
+
+    Raises
+    ------
+    ModelSpecError
+        Listing every problem in the file.
+    """
+    problems: list[str] = []
+    p = Path(path)
+    if not _is_path(path):
+        dirs = _search_dirs(search_path)
+        hit = next((d / f"{path}.toml" for d in dirs if (d / f"{path}.toml").is_file()), None)
+        if hit is None:
+            avail = available_models(search_path)
+            raise ModelSpecError([f"model {str(path)!r} not found in the search path{_suggest(str(path), avail)}; "
+                                  f"available: {', '.join(sorted(avail)) or '(none)'}"])
+        p = hit
+    label = _label(p)
+    mod = _read_module(p, label, problems)
+    if mod is None:
+        raise ModelSpecError(problems, header=f"{label}: invalid module")
+    _compose([mod], problems, check_symbols=False)
+    defined = {x.name for x in (*mod.parameters, *mod.states, *mod.outputs)}
+    expects: dict[str, list[str]] = {}
+
+    def note(e: Expr | None, where: str) -> None:
+        if e is None:
+            return
+        for sym in sorted(e.symbols):
+            if sym != "t" and sym not in defined:
+                expects.setdefault(sym, []).append(where)
+
+    for s in mod.states:
+        for key in ("initial", "bioavailability", "lag"):
+            e = getattr(s, key)
+            if e is not None and e is not _INVALID:
+                note(e, f"[states] {s.name}.{key}")
+                for sym in sorted(e.symbols):
+                    kind = next((k for k, items in (("state", mod.states), ("output", mod.outputs))
+                                 if any(x.name == sym for x in items)), None)
+                    if sym == "t" or kind is not None:
+                        problems.append(f"{label}: [states] {s.name}.{key}: {sym!r} is "
+                                        f"{'the time' if sym == 't' else _article(kind)}; {key} may use parameters only")
+    for o in mod.outputs:
+        note(o.expr, f"[outputs] {o.name}.expr")
+    for name, e in mod.odes:
+        note(e, f"[odes] {name}")
+    if problems:
+        raise ModelSpecError(problems, header=f"{label}: invalid module")
+    return ModuleCheck(
+        name=mod.name, file=label,
+        parameters=tuple(x.name for x in mod.parameters), states=tuple(x.name for x in mod.states),
+        outputs=tuple(x.name for x in mod.outputs),
+        expects={k: tuple(v) for k, v in sorted(expects.items())},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
