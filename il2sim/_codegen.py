@@ -5,11 +5,20 @@ module serves every parameter set (no closures, no recompiles per subject):
 
 - ``rhs(t, y, p, dy)``: ``dy[i] = f_i(t, y, p)``;
 - ``jac(t, y, p, J)``: ``J[i, j] = df_i/dy_j``, every entry written (zeros first);
+- ``jac_nz(t, y, p, Jv)``: the structural non-zeros only, ``Jv[k] = J[JAC_ROWS[k], JAC_COLS[k]]``;
+- ``lu_factor_nz(Jv, c, Wv)`` and ``lu_solve_nz(Wv, b)``: the Rosenbrock matrix
+  ``W = c*I - J`` factorised without pivoting, in a fill-reducing order (``LU_ORDER``) found
+  at generation time, as straight-line scalar code over the non-zeros of L and U
+  (``LU_NNZ`` values in ``Wv``); the factorisation returns 1 instead of using a pivot that is
+  not finite, zero or below ``LU_PIVOT_THRESHOLD`` times the largest entry under it, and the
+  solver then falls back to its dense pivoted LU; ``w_dense_nz(Jv, c, W)`` writes that dense
+  ``W``. Generated only while the factorisation stays small (``HAS_SPARSE_LU``);
 - ``outputs(t, y, p, o)``: ``o[k]`` = output ``k`` (``model.outputs`` order);
 - ``initial(p, y0)``: initial state from the parameters;
 - ``dose_modifiers(p, f, lag)``: per state, bioavailability (1 if not declared) and lag time
   (0 if not declared) applied to doses into that state;
-- constants ``N_STATES``, ``N_PARAMS``, ``N_OUTPUTS`` and ``RHS_DEPENDS_ON_TIME``.
+- constants ``N_STATES``, ``N_PARAMS``, ``N_OUTPUTS``, ``RHS_DEPENDS_ON_TIME``,
+  ``HAS_SPARSE_LU``, ``JAC_NNZ``, ``JAC_ROWS``, ``JAC_COLS``, ``LU_ORDER``, ``LU_NNZ``.
 
 Outputs are not substituted into the equations: each function first computes the outputs it
 needs as locals, in dependency order, and the Jacobian applies the chain rule through them
@@ -174,8 +183,9 @@ class _Printer(PythonCodePrinter):
 
 
 class _Generator:
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, *, sparse_lu: bool = True):
         self.model = model
+        self.sparse_lu = sparse_lu
         self.t = sympy.Symbol("t", real=True)
         self.p = [sympy.Symbol(f"_p{i}", real=True) for i in range(len(model.parameters))]
         self.y = [sympy.Symbol(f"_y{i}", real=True) for i in range(len(model.states))]
@@ -283,6 +293,11 @@ class _Generator:
             + self.output_lines(self.needed_outputs(entries))
             + self.assignments(targets, entries),
         )
+        jac_lines = self.output_lines(self.needed_outputs(entries)) + self.assignments(
+            [f"Jv[{k}]" for k in range(len(targets))], entries
+        )
+        lines += _sparse_linear_algebra(n, [_entry_position(tgt) for tgt in targets], jac_lines,
+                                        self.sparse_lu)
         lines += self.function(
             "outputs(t, y, p, o)",
             self.output_lines(list(range(nout))) + [f"o[{k}] = _o{k}" for k in range(nout)],
@@ -301,6 +316,169 @@ class _Generator:
         return ["@kernel", f"def {signature}:"] + [f"    {b}" for b in body or ["pass"]] + ["", ""]
 
 
+# ---------------------------------------------------------------------------------------------
+# Sparse linear algebra for the Rosenbrock matrix W = c*I - J
+
+# Threshold pivoting (as in UMFPACK/MA48): a pivot is used only if it is at least this share of
+# the largest entry below it in its column, so every multiplier is at most 1/threshold and the
+# growth of the factors stays bounded; otherwise the step falls back to dense partial pivoting.
+# A pivot whose row has nothing right of it is exempt: its multipliers update no entry, so
+# they cannot grow the factors (|L||U| keeps the size of the original entries there).
+LU_PIVOT_THRESHOLD = 0.1
+# Straight-line code grows with the factorisation; past this many multiply-adds (a large, dense
+# Jacobian) the generated module keeps only the dense LU (HAS_SPARSE_LU = False).
+_MAX_SPARSE_LU_OPS = 20_000
+_DBL_MAX = "1.7976931348623157e308"
+
+
+def _entry_position(target: str) -> tuple[int, int]:
+    i, j = re.fullmatch(r"J\[(\d+), (\d+)\]", target).groups()
+    return int(i), int(j)
+
+
+def _symbolic_lu(n: int, pattern: set[tuple[int, int]], order: list[int]):
+    """Elimination on the pattern in ``order`` (diagonal pivots): per pivot, the rows below
+    and the columns right of it (in pivot order), and the count of multiply-adds (it stops
+    early once that passes ``_MAX_SPARSE_LU_OPS``)."""
+    pos = {k: q for q, k in enumerate(order)}
+    in_row: dict[int, set[int]] = {i: {i} for i in range(n)}  # row i: its columns
+    in_col: dict[int, set[int]] = {j: {j} for j in range(n)}  # column j: its rows
+    for i, j in pattern:
+        in_row[i].add(j)
+        in_col[j].add(i)
+    steps, ops = [], 0
+    for k in order:
+        rows = sorted((i for i in in_col[k] if pos[i] > pos[k]), key=pos.get)
+        cols = sorted((j for j in in_row[k] if pos[j] > pos[k]), key=pos.get)
+        steps.append((k, rows, cols))
+        for i in rows:
+            in_row[i].update(cols)
+            for j in cols:
+                in_col[j].add(i)
+        ops += len(rows) * (len(cols) + 1)
+        if ops > _MAX_SPARSE_LU_OPS:
+            break
+    return steps, ops
+
+
+def _markowitz_order(n: int, pattern: set[tuple[int, int]]) -> list[int]:
+    """Greedy diagonal-pivot order: at each step the remaining state whose elimination costs
+    the fewest multiply-adds (Markowitz count (r - 1)(c - 1)), ties to the lowest index."""
+    struct = set(pattern) | {(i, i) for i in range(n)}
+    rows: dict[int, set[int]] = {i: set() for i in range(n)}  # row i: its columns
+    cols: dict[int, set[int]] = {j: set() for j in range(n)}  # column j: its rows
+    for i, j in struct:
+        rows[i].add(j)
+        cols[j].add(i)
+    remaining, order = set(range(n)), []
+    while remaining:
+        k = min(remaining, key=lambda k: ((len(rows[k]) - 1) * (len(cols[k]) - 1), k))
+        order.append(k)
+        remaining.discard(k)
+        below = [i for i in cols[k] if i != k]
+        right = [j for j in rows[k] if j != k]
+        for i in below:
+            rows[i].discard(k)
+            rows[i].update(right)
+            for j in right:
+                cols[j].add(i)
+        for j in right:
+            cols[j].discard(k)
+    return order
+
+
+def _sparse_linear_algebra(n: int, positions: list[tuple[int, int]], jac_lines: list[str],
+                           enabled: bool = True) -> list[str]:
+    """``jac_nz``, ``lu_factor_nz``, ``lu_solve_nz``, ``w_dense_nz`` and their constants.
+
+    The pivot order is the Markowitz order if it needs fewer operations than the natural one.
+    Every value lives in a local ``w<i>_<j>`` (original state indices) while factorising, so
+    the factor is one pass of register arithmetic; ``Wv`` receives, pivot by pivot, the
+    reciprocal pivot, the multipliers of L in its column and its row of U.
+    """
+    pattern = set(positions)
+    order = list(range(n))
+    steps, ops = _symbolic_lu(n, pattern, order)
+    markowitz = _markowitz_order(n, pattern)
+    m_steps, m_ops = _symbolic_lu(n, pattern, markowitz)
+    if m_ops < ops:
+        order, steps, ops = markowitz, m_steps, m_ops
+    lines = [
+        f"JAC_NNZ = {max(len(positions), 1)}",
+        f"JAC_ROWS = {tuple(i for i, _ in positions)!r}",
+        f"JAC_COLS = {tuple(j for _, j in positions)!r}",
+    ]
+    lines += _Generator.function("jac_nz(t, y, p, Jv)", jac_lines)
+    if not enabled or n == 0 or ops > _MAX_SPARSE_LU_OPS:
+        return lines + ["HAS_SPARSE_LU = False", "", ""]
+
+    def w(i: int, j: int) -> str:
+        return f"w{i}_{j}"
+
+    slot: dict[str, int] = {}
+
+    def store(name: str) -> str:
+        slot.setdefault(name, len(slot))
+        return f"Wv[{slot[name]}]"
+
+    jac_index = {ij: k for k, ij in enumerate(positions)}
+    factor = []
+    for i, j in sorted(set(pattern) | {(i, i) for i in range(n)}):
+        k = jac_index.get((i, j))
+        if i == j:
+            factor.append(f"{w(i, j)} = c - Jv[{k}]" if k is not None else f"{w(i, j)} = c")
+        else:
+            factor.append(f"{w(i, j)} = -Jv[{k}]")
+    have = set(pattern) | {(i, i) for i in range(n)}
+    stores = []
+    for k, rows, cols in steps:
+        d = w(k, k)
+        guard = f"0.0 < abs({d}) <= {_DBL_MAX}"
+        if rows and cols:  # without a row right of the pivot, multipliers update nothing
+            factor.append(f"m = abs({w(rows[0], k)})")
+            factor += [f"m = max(m, abs({w(i, k)}))" for i in rows[1:]]
+            guard += f" and abs({d}) >= {LU_PIVOT_THRESHOLD!r} * m"
+        factor.append(f"if not ({guard}):")
+        factor.append("    return 1")
+        factor.append(f"r{k} = 1.0 / {d}")
+        stores.append(f"{store(f'r{k}')} = r{k}")
+        for i in rows:
+            factor.append(f"{w(i, k)} = {w(i, k)} * r{k}")
+            stores.append(f"{store(w(i, k))} = {w(i, k)}")
+            for j in cols:
+                if (i, j) in have:
+                    factor.append(f"{w(i, j)} = {w(i, j)} - {w(i, k)} * {w(k, j)}")
+                else:
+                    factor.append(f"{w(i, j)} = -({w(i, k)} * {w(k, j)})")
+                    have.add((i, j))
+        stores += [f"{store(w(k, j))} = {w(k, j)}" for j in cols]
+    factor += stores + ["return 0"]
+    lines += ["HAS_SPARSE_LU = True", f"LU_ORDER = {tuple(order)!r}", f"LU_NNZ = {len(slot)}",
+              f"LU_PIVOT_THRESHOLD = {LU_PIVOT_THRESHOLD!r}", ""]
+    lines += _Generator.function("lu_factor_nz(Jv, c, Wv)", factor)
+
+    # solve: forward with unit L in pivot order, backward with U, then write back
+    lower: dict[int, list[int]] = {i: [] for i in range(n)}  # row i: pivots k with l_ik
+    for k, rows, _ in steps:
+        for i in rows:
+            lower[i].append(k)
+    solve = []
+    for k, _, _ in steps:
+        terms = "".join(f" - {store(w(k, j))} * x{j}" for j in lower[k])
+        solve.append(f"x{k} = b[{k}]{terms}")
+    for k, _, cols in reversed(steps):
+        terms = "".join(f" - {store(w(k, j))} * x{j}" for j in cols)
+        solve.append(f"x{k} = (x{k}{terms}) * {store(f'r{k}')}" if terms else f"x{k} = x{k} * {store(f'r{k}')}")
+    solve += [f"b[{k}] = x{k}" for k in range(n)]
+    lines += _Generator.function("lu_solve_nz(Wv, b)", solve)
+
+    dense = ["for _i in range(N_STATES):", "    for _j in range(N_STATES):", "        W[_i, _j] = 0.0"]
+    dense += [f"W[{i}, {j}] = -Jv[{k}]" for k, (i, j) in enumerate(positions)]
+    dense += ["for _i in range(N_STATES):", "    W[_i, _i] += c"]
+    lines += _Generator.function("w_dense_nz(Jv, c, W)", dense)
+    return lines
+
+
 def _diff(e: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
     """``de/dx``, with ``n*x**n/x`` folded to ``n*x**(n - 1)`` (finite at ``x = 0``)."""
     d = sympy.diff(e, x)
@@ -309,6 +487,10 @@ def _diff(e: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:
     return d
 
 
-def generate_source(model: Model) -> str:
-    """The model section of the generated module (without the key line)."""
-    return _Generator(model).source()
+def generate_source(model: Model, *, sparse_lu: bool = True) -> str:
+    """The model section of the generated module (without the key line).
+
+    ``sparse_lu=False`` leaves out the straight-line LU (``HAS_SPARSE_LU = False``), so the
+    stiff solver factorises the dense ``W`` with pivoting every step (a reference in tests).
+    """
+    return _Generator(model, sparse_lu=sparse_lu).source()

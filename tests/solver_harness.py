@@ -425,6 +425,10 @@ class Solution:
     def n_jac(self):
         return int(self.stats[4])
 
+    @property
+    def n_lu_fallback(self):
+        return int(self.stats[6])
+
 
 def solve(module, method, t_out, p, *, y0=None, ev=NO_EVENTS, t0=0.0, rtol=1e-6, atol=1e-9,
           h0=0.0, hmax=0.0, max_steps=100_000, adaptive=True):
@@ -438,7 +442,7 @@ def solve(module, method, t_out, p, *, y0=None, ev=NO_EVENTS, t0=0.0, rtol=1e-6,
     t_out = np.ascontiguousarray(t_out, dtype=np.float64)
     atol_arr = np.broadcast_to(np.asarray(atol, dtype=np.float64), (n,)).copy()
     y_out = np.full((t_out.shape[0], n), -1.0)
-    stats = np.zeros(6, dtype=np.int64)
+    stats = np.zeros(7, dtype=np.int64)  # the 7th (optional) column counts dense-LU fallbacks
     fstats = np.zeros(2)
     status = module.solve_subject(
         np.int64(METHODS[method]), np.int64(1 if adaptive else 0), float(t0), y0, p, t_out,
@@ -468,7 +472,7 @@ def solve_cohort(module, method, t_out, P, evs, *, Y0=None, t0=0.0, rtol=1e-6, a
     atol_arr = np.broadcast_to(np.asarray(atol, dtype=np.float64), (n,)).copy()
     Y_out = np.full((n_subj, t_out.shape[0], n), -1.0)
     status = np.zeros(n_subj, dtype=np.int64)
-    stats = np.zeros((n_subj, 6), dtype=np.int64)
+    stats = np.zeros((n_subj, 7), dtype=np.int64)
     fstats = np.zeros((n_subj, 2))
     module.solve_cohort(
         np.int64(METHODS[method]), np.int64(1), float(t0), Y0, P, t_out, ev_ptr, ev_time,

@@ -50,6 +50,16 @@ def initial(p, y0):  # y0[i] = initial value of state i
 # stiff method then skips its finite-difference time derivative (saves 2 rhs calls per step).
 RHS_DEPENDS_ON_TIME = True
 
+# Optional in a model module (the code generator writes them; hand-written modules may leave
+# them out): HAS_SPARSE_LU = True together with
+#   JAC_NNZ, jac_nz(t, y, p, Jv)    the structural non-zeros of the Jacobian, Jv[JAC_NNZ];
+#   LU_NNZ, lu_factor_nz(Jv, c, Wv) W = c*I - J factorised without pivoting into Wv[LU_NNZ];
+#                                   0, or 1 if a pivot is unsafe (then nothing is promised);
+#   lu_solve_nz(Wv, b)              solve W x = b in place in b;
+#   w_dense_nz(Jv, c, W)            the dense W = c*I - J, for the pivoted fallback.
+# Without them the stiff method uses jac and the dense pivoted LU every step.
+HAS_SPARSE_LU = False
+
 
 # --- BEGIN KERNELS ---
 # The text between the markers is copied verbatim into every generated model module.
@@ -91,6 +101,7 @@ _S_REJECTED = 2
 _S_RHS = 3
 _S_JAC = 4
 _S_LU = 5
+_S_LU_FALLBACK = 6  # optional 7th column: sparse factorisations refused (dense LU instead)
 
 # Step-size controller (PI, Hairer & Wanner II §IV.8 / Gustafsson): exponents divide by the
 # error-estimator order k = embedded order + 1.
@@ -109,6 +120,32 @@ try:  # the model may declare that its rhs never reads t (generated code knows t
     _RHS_USES_T = bool(RHS_DEPENDS_ON_TIME)  # noqa: F821
 except NameError:
     _RHS_USES_T = True
+
+try:  # generated models bring a sparse Jacobian and a straight-line LU of W = c*I - J
+    _SPARSE_LU = bool(HAS_SPARSE_LU)  # noqa: F821
+except NameError:
+    _SPARSE_LU = False
+if not _SPARSE_LU:
+    # Placeholders with the same types, never called (the branches that would call them are
+    # folded away at compile time: _SPARSE_LU is a global constant).
+    JAC_NNZ = 1
+    LU_NNZ = 1
+
+    @kernel
+    def jac_nz(t, y, p, Jv):
+        return
+
+    @kernel
+    def lu_factor_nz(Jv, c, Wv):
+        return 1
+
+    @kernel
+    def lu_solve_nz(Wv, b):
+        return
+
+    @kernel
+    def w_dense_nz(Jv, c, W):
+        return
 
 
 # --- small linear algebra (dense LU with partial pivoting, in place) ----------------------
@@ -164,6 +201,44 @@ def _lu_solve(A, piv, b):
         for j in range(i + 1, n):
             s -= A[i, j] * b[j]
         b[i] = s / A[i, i]
+
+
+@kernel
+def _w_factor(c, J, Jv, W, Wv, piv, stats):
+    """Factorise the Rosenbrock matrix ``W = c*I - J``.
+
+    With a sparse model (``_SPARSE_LU``) ``Jv`` holds the Jacobian's non-zeros and the
+    straight-line factorisation is tried first; if it refuses a pivot, the dense ``W`` is
+    built and factorised with partial pivoting (counted in ``stats[_S_LU_FALLBACK]`` when
+    ``stats`` has that column). Otherwise ``J`` is the dense Jacobian.
+
+    Returns 0 (sparse factors in ``Wv``), 1 (dense factors in ``W``, ``piv``) or 2 (singular).
+    """
+    stats[_S_LU] += 1
+    if _SPARSE_LU:
+        if lu_factor_nz(Jv, c, Wv) == 0:
+            return 0
+        if stats.shape[0] > _S_LU_FALLBACK:
+            stats[_S_LU_FALLBACK] += 1
+        w_dense_nz(Jv, c, W)
+    else:
+        n = N_STATES
+        for i in range(n):
+            for j in range(n):
+                W[i, j] = -J[i, j]
+            W[i, i] += c
+    if _lu_factor(W, piv) != 0:
+        return 2
+    return 1
+
+
+@kernel
+def _w_solve(mode, W, Wv, piv, b):
+    """Solve ``W x = b`` in place with the factors of ``_w_factor`` (``mode`` its result)."""
+    if _SPARSE_LU and mode == 0:
+        lu_solve_nz(Wv, b)
+    else:
+        _lu_solve(W, piv, b)
 
 
 # --- model evaluation with the zero-order input added ------------------------------------
@@ -258,11 +333,15 @@ def _initial_step(t, y, rate, p, f0, f1, u, atol, rtol, k, hmax, stats):
 
 
 @kernel
-def _rodas_prepare(t, y, p, rate, J, dT, f0, scratch, stats):
+def _rodas_prepare(t, y, p, rate, J, Jv, dT, f0, scratch, stats):
     """Per-point work, reused by every attempt from (t, y): f0 = f(t, y) + rate, the
-    Jacobian, and the time derivative f_t (forward difference; zero if the rhs ignores t)."""
+    Jacobian (its non-zeros ``Jv`` with a sparse model, else the dense ``J``), and the time
+    derivative f_t (forward difference; zero if the rhs ignores t)."""
     _f(t, y, p, rate, f0, stats)
-    jac(t, y, p, J)
+    if _SPARSE_LU:
+        jac_nz(t, y, p, Jv)
+    else:
+        jac(t, y, p, J)
     stats[_S_JAC] += 1
     if _RHS_USES_T:
         dt = math.sqrt(_EPS) * max(1e-5, abs(t))
@@ -275,21 +354,16 @@ def _rodas_prepare(t, y, p, rate, J, dT, f0, scratch, stats):
 
 
 @kernel
-def _rodas_step(t, h, y, p, rate, f0, J, dT, W, piv, K, u, fu, ynew, err, stats):
+def _rodas_step(t, h, y, p, rate, f0, J, Jv, dT, W, Wv, piv, K, u, fu, ynew, err, stats):
     """One Rodas5P step of size h from (t, y). Fills ynew, err and the stage increments K.
 
-    ``f0``, ``J`` and ``dT`` come from ``_rodas_prepare`` at (t, y).
+    ``f0``, ``J``/``Jv`` and ``dT`` come from ``_rodas_prepare`` at (t, y).
 
     Returns 0, or 1 if ``I/(h gamma) - J`` could not be factorised.
     """
     n = N_STATES
-    inv_hg = 1.0 / (h * RODAS5P_GAMMA)
-    for i in range(n):
-        for j in range(n):
-            W[i, j] = -J[i, j]
-        W[i, i] += inv_hg
-    stats[_S_LU] += 1
-    if _lu_factor(W, piv) != 0:
+    mode = _w_factor(1.0 / (h * RODAS5P_GAMMA), J, Jv, W, Wv, piv, stats)
+    if mode == 2:
         return 1
     inv_h = 1.0 / h
     for s in range(RODAS5P_STAGES):
@@ -309,7 +383,7 @@ def _rodas_step(t, h, y, p, rate, f0, J, dT, W, piv, K, u, fu, ynew, err, stats)
             for j in range(s):
                 acc += RODAS5P_CM[s, j] * K[j, i]
             K[s, i] = fu[i] + acc * inv_h + h * RODAS5P_D[s] * dT[i]
-        _lu_solve(W, piv, K[s])
+        _w_solve(mode, W, Wv, piv, K[s])
     last = RODAS5P_STAGES - 1
     for i in range(n):
         ynew[i] = u[i] + K[last, i]
@@ -415,12 +489,12 @@ def _record_upto(t, io, t_out, y, y_out):
 @kernel
 def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, ev_value,
                rtol, atol, h0, hmax, max_steps, y_out, stats, fstats,
-               y, ynew, rate, K, u, fu, f0, err, dT, J, W, piv, dense):
+               y, ynew, rate, K, u, fu, f0, err, dT, J, Jv, W, Wv, piv, dense):
     """Integration loop over preallocated work arrays (see ``solve_subject``)."""
     n = N_STATES
     n_out = t_out.shape[0]
     n_ev = ev_time.shape[0]
-    for i in range(6):
+    for i in range(min(stats.shape[0], _S_LU_FALLBACK + 1)):
         stats[i] = 0
     fstats[0] = t0
     fstats[1] = 0.0
@@ -484,10 +558,10 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
 
             if method == METHOD_RODAS:
                 if not have_jac:
-                    _rodas_prepare(t, y, p, rate, J, dT, f0, fu, stats)
+                    _rodas_prepare(t, y, p, rate, J, Jv, dT, f0, fu, stats)
                     have_jac = True
-                code = _rodas_step(t, h_try, y, p, rate, f0, J, dT, W, piv, K, u, fu, ynew, err,
-                                   stats)
+                code = _rodas_step(t, h_try, y, p, rate, f0, J, Jv, dT, W, Wv, piv, K, u, fu,
+                                   ynew, err, stats)
             else:
                 if not have_fsal:
                     _f(t, y, p, rate, K[0], stats)
@@ -589,8 +663,9 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
     automatically; hmax = 0 means no limit; max_steps bounds attempted steps.
 
     Fills y_out[n_out, N_STATES] (rows not reached are NaN), stats = [attempted, accepted,
-    rejected, rhs evaluations, Jacobian evaluations, LU factorisations], fstats = [time
-    reached, last accepted step]. y0 is not modified.
+    rejected, rhs evaluations, Jacobian evaluations, LU factorisations] (a 7th entry, if
+    stats has one, counts sparse factorisations that fell back to the dense pivoted LU),
+    fstats = [time reached, last accepted step]. y0 is not modified.
     """
     n = N_STATES
     # Work arrays: allocated once per subject, never inside the step loop. (A GPU port
@@ -605,12 +680,14 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
     err = np.empty(n)
     dT = np.zeros(n)
     J = np.empty((n, n))
+    Jv = np.empty(JAC_NNZ)
     W = np.empty((n, n))
+    Wv = np.empty(LU_NNZ)
     piv = np.empty(n, dtype=np.int64)
     dense = np.empty((3, n))
     return _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, ev_value,
                       rtol, atol, h0, hmax, max_steps, y_out, stats, fstats,
-                      y, ynew, rate, K, u, fu, f0, err, dT, J, W, piv, dense)
+                      y, ynew, rate, K, u, fu, f0, err, dT, J, Jv, W, Wv, piv, dense)
 
 
 @kernel_parallel
@@ -624,6 +701,21 @@ def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, e
         status[s] = solve_subject(method, adaptive, t0, Y0[s], P[s], t_out, ev_time[a:b],
                                   ev_kind[a:b], ev_state[a:b], ev_value[a:b], rtol, atol,
                                   h0, hmax, max_steps, Y_out[s], stats[s], fstats[s])
+
+
+@kernel
+def solve_w(J, Jv, c, b, stats):
+    """Solve ``(c*I - J) x = b`` in place in ``b`` as a Rodas step does (for tests); returns
+    ``_w_factor``'s code: 0 sparse, 1 dense pivoted fallback (or a model without sparse LU),
+    2 singular. ``J`` is dense; ``Jv`` its non-zeros (used instead with a sparse model)."""
+    n = N_STATES
+    W = np.empty((n, n))
+    Wv = np.empty(LU_NNZ)
+    piv = np.empty(n, dtype=np.int64)
+    mode = _w_factor(c, J, Jv, W, Wv, piv, stats)
+    if mode != 2:
+        _w_solve(mode, W, Wv, piv, b)
+    return mode
 
 
 @kernel_parallel
