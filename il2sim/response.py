@@ -107,7 +107,7 @@ def classify(
     # A missing visit ends the record: later visits are treated as missing too.
     missing = np.cumsum(np.isnan(m), axis=1) > 0
     m[missing] = np.nan
-    pd_visit = first_progression_visit(base, np.where(missing, -np.inf, m), criteria)
+    pd_visit = first_progression_visit(base, m, criteria)  # NaN visits never show progression
     judged = ~missing & ((pd_visit[:, None] < 0) | (np.arange(k)[None, :] <= pd_visit[:, None]))
     change = np.where(judged, 100.0 * (m - base[:, None]) / base[:, None], np.nan)
 
