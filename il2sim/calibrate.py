@@ -363,7 +363,7 @@ def write_to_models(result: CalibrationResult, model) -> list[Path]:
     Every file is edited in memory and checked (parses, the value reads back) before any is
     replaced, so a failure leaves all files as they were.
     """
-    files = {str(p.file): p for p in model.parameters}
+    files = {p.name: p for p in model.parameters}
     paths = {m.file: m.path for m in model.modules}
     new_text: dict[Path, str] = {}
     for s in result.stages:
