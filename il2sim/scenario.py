@@ -34,6 +34,26 @@ variables = ["C", "NK", "Eos"]   # default: every state and output
 method = "rodas5p"          # or "tsit5"
 rtol = 1e-6
 atol = 1e-9                 # a number, or a table {state = atol, default = ...}
+
+[response]                  # best response at assessment visits (il2sim.response)
+confirm = 2                 # PR/MR must hold at this many consecutive visits
+sd_min_days = 84            # progression after this many days of stable disease counts as SD
+
+[[targets]]                 # calibration/validation targets (il2sim.targets)
+name = "eos_peak_fold"
+variable = "Eos"
+statistic = "peak_fold"
+window_day = [0, 84]
+reported = 15.0
+band = [10.0, 22.0]         # declared before fitting
+source = "Peest 1995"
+
+[calibration]               # staged fits (il2sim.calibrate; schema in il2sim.targets)
+output = "calibration/fitted.toml"
+[[calibration.stage]]
+name = "pk"
+include = ["calibration/pk_iv_konrad_1990.toml"]
+parameters = { V1 = [2.0, 5.0] }
 ```
 
 Every problem in the file is reported at once, naming the file and the field.
@@ -53,7 +73,7 @@ from il2sim.errors import ConfigError, Il2simError, ModelSpecError, RegimenError
 
 __all__ = ["Scenario", "SolverSettings", "OutputGrid", "CovariateSpec", "PopulationSpec", "load_scenario"]
 
-SECTIONS = ("scenario", "drug", "regimen", "population", "parameters", "output", "solver", "response", "targets", "calibration")
+SECTIONS = ("scenario", "drug", "regimen", "population", "parameters", "output", "solver", "response", "targets", "calibration", "observations")
 SOLVER_METHODS = ("rodas5p", "tsit5")
 DISTRIBUTIONS = {
     "normal": ("mean", "sd"),
@@ -92,6 +112,7 @@ class OutputGrid:
     end_h: float = 84 * 24.0
     start_h: float = 0.0
     variables: tuple[str, ...] | None = None
+    keep_every_h: float | None = None  # thin stored trajectories of cohort runs (il2sim.cohort)
 
     def times(self) -> np.ndarray:
         """Output times in h, ``end_h`` included."""
@@ -123,6 +144,8 @@ class PopulationSpec:
     iiv: dict[str, float] = field(default_factory=dict)
     bsa_formula: str = "mosteller"
     correlations: dict[tuple[str, str], float] = field(default_factory=dict)
+    covariate_model: tuple = ()  # il2sim.population.CovariateEffect, from [population.covariate_model]
+    covariates_table: Any = None  # il2sim.population.CovariateTable, from population.covariates_csv
 
 
 @dataclass(frozen=True)
@@ -145,6 +168,7 @@ class Scenario:
     response: Any = None  # il2sim.response.ResponseCriteria
     targets: tuple = ()  # il2sim.targets.Target, from [[targets]]
     calibration: Any = None  # il2sim.targets.CalibrationSpec, from [calibration]
+    observations: Any = None  # il2sim.observations.ObservationSpec, from [observations]
 
 
 def _read_toml(path: Path) -> dict:
@@ -232,6 +256,11 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
     problems += problems_drug
     population, p = _population(data.get("population", {}), source)
     problems += p
+    if isinstance(data.get("population"), dict) and {"covariates_csv", "covariate_model"} & data["population"].keys():
+        from il2sim.population import parse_population_extras
+
+        population, p = parse_population_extras(data["population"], population, source, base_dir)
+        problems += p
     parameters, p = _parameters(data.get("parameters", {}), source)
     problems += p
     output, p = _output(data.get("output", {}), source)
@@ -251,6 +280,12 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
 
         calibration, p = parse_calibration(data["calibration"], source)
         problems += p
+    observations = None
+    if "observations" in data:
+        from il2sim.observations import parse_observations
+
+        observations, p = parse_observations(data["observations"], source)
+        problems += p
 
     regimen = None
     if "regimen" in data:
@@ -269,6 +304,11 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
     if model is not None:
         problems += _check_against_model(model, parameters, population, output, solver, regimen, source)
         problems += _check_targets(model, targets, calibration, regimen, source)
+        from il2sim.observations import check_observations
+        from il2sim.population import check_covariate_model
+
+        problems += check_observations(observations, model, output.end_h, source)
+        problems += check_covariate_model(population, model.parameter_names, source)
         if not problems and parameters:
             model = model.with_parameters(parameters)
 
@@ -278,7 +318,7 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
         name=str(name), source=source, model=model, models=resolved, drug=drug, regimen=regimen,
         population=population, parameters=parameters, output=output, solver=solver, seed=int(seed),
         description=str(sc.get("description", "")), text=text, response=response, targets=targets,
-        calibration=calibration,
+        calibration=calibration, observations=observations,
     )
 
 
@@ -325,7 +365,8 @@ def _drug(d: Any, source: str, Drug) -> tuple[Any, list[str]]:
 def _population(d: Any, source: str) -> tuple[PopulationSpec, list[str]]:
     if (msg := v.check_table(d, source, "population")) is not None:
         return PopulationSpec(), [msg]
-    problems = v.unknown_keys(d, ("subjects", "covariates", "iiv", "correlation", "bsa_formula"), source, "population")
+    problems = v.unknown_keys(d, ("subjects", "covariates", "iiv", "correlation", "bsa_formula",
+                                     "covariates_csv", "covariate_model"), source, "population")
     subjects = d.get("subjects", 1)
     if (msg := v.check_number(subjects, source, "population.subjects", lower=1, integer=True)) is not None:
         problems.append(msg)
@@ -480,7 +521,7 @@ def _parameters(d: Any, source: str) -> tuple[dict[str, float], list[str]]:
 def _output(d: Any, source: str) -> tuple[OutputGrid, list[str]]:
     if (msg := v.check_table(d, source, "output")) is not None:
         return OutputGrid(), [msg]
-    problems = v.unknown_keys(d, ("dt_h", "end_day", "end_h", "start_h", "variables"), source, "output")
+    problems = v.unknown_keys(d, ("dt_h", "end_day", "end_h", "start_h", "variables", "keep_every_h"), source, "output")
     dt = d.get("dt_h", 6.0)
     if (msg := v.check_number(dt, source, "output.dt_h", lower=0, strict_lower=True)) is not None:
         problems.append(msg)
@@ -508,7 +549,16 @@ def _output(d: Any, source: str) -> tuple[OutputGrid, list[str]]:
     if variables is not None and (not isinstance(variables, list) or not all(isinstance(x, str) for x in variables)):
         problems.append(f"{source}: output.variables: expected a list of state/output names, got {variables!r}")
         variables = None
-    return OutputGrid(float(dt), float(end_h), float(start), tuple(variables) if variables else None), problems
+    keep = d.get("keep_every_h")
+    if keep is not None:
+        if (msg := v.check_number(keep, source, "output.keep_every_h", lower=0, strict_lower=True)) is not None:
+            problems.append(msg)
+            keep = None
+        elif abs(keep / dt - round(keep / dt)) > 1e-9 * max(1.0, keep / dt):
+            problems.append(f"{source}: output.keep_every_h: expected a multiple of output.dt_h ({dt:g} h), got {keep!r}")
+            keep = None
+    return OutputGrid(float(dt), float(end_h), float(start), tuple(variables) if variables else None,
+                      None if keep is None else float(keep)), problems
 
 
 def _solver(d: Any, source: str) -> tuple[SolverSettings, list[str]]:
