@@ -229,9 +229,15 @@ def simulate(
         n_cycles = min(regimen.max_cycles, max(1, math.ceil(float(t_out[-1]) / (regimen.cycle_days * 24.0))))
         visits = regimen.assessment_times(n_cycles)
         visits = visits[visits <= t_out[-1]]
-    # Solve on the output grid plus t = 0 and the visit times; keep the output grid.
-    t_solve = np.unique(np.concatenate([t_out, visits, [0.0]]))
+    # Solve on the output grid plus t = 0, the visit times and the sampling times of simulated
+    # observations; keep the output grid. Outputs are dense output, so extra times change no step.
+    obs = getattr(sc, "observations", None)
+    obs_times = obs.times() if obs is not None else np.zeros(0)
+    if obs_times.size and obs_times[-1] > t_out[-1]:
+        raise ConfigError(f"{sc.source}: observations: sampling time {obs_times[-1]:g} h is after the end of the output grid ({t_out[-1]:g} h)")
+    t_solve = np.unique(np.concatenate([t_out, visits, obs_times, [0.0]]))
     i_out = np.searchsorted(t_solve, t_out)
+    i_obs = np.searchsorted(t_solve, obs_times)
     i_visit = np.searchsorted(t_solve, visits)
     if rule is not None:  # the judged variable may be a state or an output (checked in scenario)
         judged_is_state = rule.output in model.state_names
@@ -239,6 +245,7 @@ def simulate(
 
     Y = np.empty((n, nt, ns))
     O = np.empty((n, nt, no))
+    Y_obs, O_obs = np.empty((n, obs_times.size, ns)), np.empty((n, obs_times.size, no))
     status = np.zeros(n, dtype=np.int64)
     stats = np.zeros((n, 6), dtype=np.int64)
     fstats = np.zeros((n, 2))
@@ -265,6 +272,7 @@ def simulate(
             mod.eval_outputs(t_solve, Ys, Pr, Os)
             Y[lo + rows] = Ys[:, i_out]
             O[lo + rows] = Os[:, i_out]
+            Y_obs[lo + rows], O_obs[lo + rows] = Ys[:, i_obs], Os[:, i_obs]
             status[lo + rows], stats[lo + rows], fstats[lo + rows] = st, ct, ft
             return Ys, Os
 
@@ -313,6 +321,10 @@ def simulate(
         covariate_units=cohort.covariate_units, subject=cohort.subject, status=status,
         stats=stats, fstats=fstats, variables=variables, attrs=attrs,
     )
+    if obs is not None:
+        from il2sim.observations import add_observations
+
+        add_observations(ds, obs, model, Y_obs, O_obs, cohort.subject, seed)
     if rule is not None:
         last_dose = _last_dose_time(sc, cohort, P, float(t_out[-1]))
         on = np.where(np.isnan(t_stop), np.minimum(last_dose, t_out[-1]), t_stop)
