@@ -176,8 +176,10 @@ def run_stage(
         from scipy.stats import qmc
 
         u = qmc.LatinHypercube(d=len(names), seed=12345).random(stage.starts)
-        for xs in lo + u * (hi - lo):
+        for k, xs in enumerate(lo + u * (hi - lo)):
             runs.append(fit(np.clip(xs, lo + 1e-9, hi - 1e-9)))
+            log(f"    start {k + 1}/{stage.starts}: cost {float(np.sum(evaluate(runs[-1][0])[0] ** 2)):.4g} "
+                f"({n_eval[0]} evaluations so far)")
     x_best, success, message = min(runs, key=lambda r: float(np.sum(evaluate(r[0])[0] ** 2)))
     if len(runs) > 1:
         message = f"best of {len(runs)} starts: {message}"
@@ -233,15 +235,15 @@ def calibrate(
             raise ConfigError(f"{config}: calibration: no stage named {', '.join(map(repr, missing))}; "
                               f"stages: {', '.join(s.name for s in sc.calibration.stages)}")
     result = CalibrationResult(str(config), date.today().isoformat())
+    out = Path(output) if output else (config.parent / sc.calibration.output if sc.calibration.output
+                                       else config.with_name(config.stem + "_fitted.toml"))
     values: dict[str, float] = {}
     for stage in chosen:
         sr = run_stage(sc, stage, base_dir=config.parent, start=values, log=log)
         result.stages.append(sr)
         values.update(sr.fitted)
-    out = Path(output) if output else (config.parent / sc.calibration.output if sc.calibration.output
-                                       else config.with_name(config.stem + "_fitted.toml"))
-    write_fitted(result, out)
-    log(f"  wrote {out}")
+        write_fitted(result, out)  # after every stage, so a later failure keeps the finished fits
+        log(f"  wrote {out}")
     if write_models:
         for path in write_to_models(result, sc.model):
             log(f"  updated {path}")
