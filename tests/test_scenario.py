@@ -140,3 +140,12 @@ def test_overrides_are_applied_before_validation(tmp_path):
         load_scenario(p, overrides={"regimen.block[5].amount": 1.0})
     with pytest.raises(ConfigError, match=r"solver.rtol: expected a number <= 0.1, got 3"):
         load_scenario(p, overrides={"solver.rtol": 3})
+
+
+def test_correlation_config(tmp_path):
+    sc = load_scenario(write(tmp_path, GOOD + '\n[population.correlation]\n"ka:ke" = 0.5\n'))
+    assert sc.population.correlations == {("ka", "ke"): 0.5}
+    msg = problems_of(write(tmp_path, GOOD + '\n[population.correlation]\n"ka:V" = 0.5\n"ka:ke" = 1.5\n"ka" = 0.1\n'))
+    assert "population.correlation.ka:V: V has no entry in population.iiv; correlations need an omega for both" in msg
+    assert "population.correlation.ka:ke: expected a number <= 1, got 1.5" in msg
+    assert "population.correlation.ka: expected a key 'A:B' naming two different parameters" in msg

@@ -211,3 +211,12 @@ def test_progression_stops_dosing_at_the_visit():
     last_dose = max(sc.regimen.schedule(6)["time_h"])
     np.testing.assert_array_equal(ds.days_on_therapy.values[never], last_dose / 24.0)
     np.testing.assert_allclose(ds.M.values[never], free.M.values[never], rtol=1e-7)
+
+
+def test_subject_ids_select_the_same_patients(scenario):
+    whole = il2sim.simulate(scenario, subjects=8)
+    part = il2sim.simulate(scenario, subject_ids=np.array([6, 2, 7]))
+    np.testing.assert_array_equal(part.subject.values, [6, 2, 7])
+    np.testing.assert_array_equal(part.Ac.values, whole.Ac.values[[6, 2, 7]])
+    with pytest.raises(ConfigError, match=r"subject_ids: expected a non-empty array of indices >= 0"):
+        il2sim.simulate(scenario, subject_ids=np.array([-1]))
