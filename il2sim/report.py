@@ -2,8 +2,8 @@
 
 ``write_report(config, out)`` writes a folder with ``report.md`` and PNG figures:
 
-- ``pk.png``: serum IL-2 after the first doses (first 72 h) and over a maintenance week
-  (days 28-31 when the regimen goes on that long), median and 5-95 % band;
+- ``pk.png``: serum IL-2 after the first doses (days 1-4, log scale) and in
+  days 29-31 (when the simulation goes on that long), median and 5-95 % band;
 - ``cells.png``: Treg, CD4, CD8, CD4/CD8, NK, eosinophils and sIL-2R over the first cycle;
 - ``waterfall.png`` and ``swimmer.png`` (when the regimen stops at progression): best M-protein
   change per subject and days on therapy, coloured by response class;
@@ -80,7 +80,7 @@ def target_table(results: list[TargetResult]) -> str:
 
 def _pk_grid(sc) -> tuple[np.ndarray, list[tuple[float, float]]]:
     end = sc.output.end_h
-    windows = [(0.0, min(72.0, end))]
+    windows = [(0.0, min(96.0, end))]
     if end >= 31 * 24:
         windows.append((28 * 24.0, 31 * 24.0))
     t = np.unique(np.concatenate([np.arange(a, b + 1e-9, 0.1) for a, b in windows]))
@@ -95,13 +95,16 @@ def _figure_pk(ds, windows, path: Path) -> Path | None:
     t = ds["time"].values
     y = ds["C"].values
     ok = ds["status"].values.astype(str) == "ok"
-    titles = ["first doses (loading)", "maintenance, days 28–31"]
-    for ax, (a, b), title in zip(axes[0], windows, titles):
+    titles = ["first doses (days 1–4, log scale)", "days 29–31 (00:00 of day 29 = 672 h)"]
+    for k, (ax, (a, b), title) in enumerate(zip(axes[0], windows, titles)):
         sel = (t >= a) & (t <= b)
         lo, med, hi = np.nanpercentile(y[ok][:, sel], [5, 50, 95], axis=0)
         ax.fill_between(t[sel], lo, hi, alpha=0.3, lw=0, label="5–95 %")
         ax.plot(t[sel], med, lw=1.5, label="median")
         ax.axhline(10.0, color="0.5", ls=":", lw=1, label="10 pM")
+        if k == 0 and np.nanmax(hi) > 0:
+            ax.set_yscale("log")
+            ax.set_ylim(max(np.nanmax(hi) * 1e-4, 0.01), np.nanmax(hi) * 2)
         ax.set_xlabel("time (h)")
         ax.set_ylabel("serum IL-2 C (pM)")
         ax.set_title(title, fontsize=10)
@@ -263,7 +266,7 @@ def _markdown(sc, ds, results, figures, status: str) -> str:
                          f"{days[i]:.0f} | {'—' if np.isnan(pday) else f'{pday:.0f}'} |")
         lines.append("")
     captions = {
-        "pk": "Serum IL-2 (pM) after the first doses and in a maintenance week; dotted line 10 pM.",
+        "pk": "Serum IL-2 (pM) over days 1–4 (first doses) and days 29–31; dotted line 10 pM.",
         "cells": "Cell counts, CD4/CD8 and sIL-2R over the first cycle: median and 5–95 % band.",
         "waterfall": "Best sustained M-protein change per subject (dashed −50 %, dotted ±25 %).",
         "swimmer": "Days on therapy per subject, coloured by best response.",
