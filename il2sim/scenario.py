@@ -73,7 +73,7 @@ from il2sim.errors import ConfigError, Il2simError, ModelSpecError, RegimenError
 
 __all__ = ["Scenario", "SolverSettings", "OutputGrid", "CovariateSpec", "PopulationSpec", "load_scenario"]
 
-SECTIONS = ("scenario", "drug", "regimen", "population", "parameters", "output", "solver", "response", "targets", "calibration", "observations")
+SECTIONS = ("scenario", "drug", "regimen", "population", "parameters", "output", "solver", "response", "targets", "calibration", "observations", "events")
 SOLVER_METHODS = ("rodas5p", "tsit5")
 DISTRIBUTIONS = {
     "normal": ("mean", "sd"),
@@ -169,6 +169,7 @@ class Scenario:
     targets: tuple = ()  # il2sim.targets.Target, from [[targets]]
     calibration: Any = None  # il2sim.targets.CalibrationSpec, from [calibration]
     observations: Any = None  # il2sim.observations.ObservationSpec, from [observations]
+    events: Any = None  # {subject ID: [Dose, ...]} from NONMEM-style records ([events] file)
 
 
 def _read_toml(path: Path) -> dict:
@@ -294,7 +295,7 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
         except RegimenError as exc:
             problems.append(str(exc))
 
-    model = None
+    model, events = None, None
     resolved = tuple(_resolve_model(m, base_dir) for m in model_items)
     if resolved:
         try:
@@ -308,6 +309,8 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
         from il2sim.population import check_covariate_model
 
         problems += check_observations(observations, model, output.end_h, source)
+        events, p = _events(data.get("events"), regimen, model, base_dir, source)
+        problems += p
         problems += check_covariate_model(population, model.parameter_names, source)
         if not problems and parameters:
             model = model.with_parameters(parameters)
@@ -318,8 +321,38 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
         name=str(name), source=source, model=model, models=resolved, drug=drug, regimen=regimen,
         population=population, parameters=parameters, output=output, solver=solver, seed=int(seed),
         description=str(sc.get("description", "")), text=text, response=response, targets=targets,
-        calibration=calibration, observations=observations,
+        calibration=calibration, observations=observations, events=events,
     )
+
+
+def _events(d: Any, regimen, model, base_dir: Path, source: str) -> tuple[Any, list[str]]:
+    """``[events] file = "records.csv"``: NONMEM-style dosing records instead of a regimen.
+
+    Subject i of the cohort gets the records of the i-th ID in the file (in file order); AMT is
+    in the dosed state's unit, TIME in h; the model's bioavailability and lag apply as usual.
+    """
+    if d is None:
+        return None, []
+    from il2sim.dosing import read_nonmem
+
+    if (msg := v.check_table(d, source, "events")) is not None:
+        return None, [msg]
+    problems = v.unknown_keys(d, ("file",), source, "events")
+    if regimen is not None:
+        problems.append(f"{source}: events: give either [regimen] or [events], not both")
+    f = d.get("file")
+    if not isinstance(f, str) or not f:
+        return None, problems + [f"{source}: events.file: expected the path of a CSV file of NONMEM records, got {f!r}"]
+    path = Path(f) if Path(f).is_absolute() else base_dir / f
+    if not path.is_file():
+        return None, problems + [f"{source}: events.file: {path}: file not found"]
+    try:
+        events = read_nonmem(path, state_names=list(model.state_names))
+    except RegimenError as exc:
+        return None, problems + [f"{source}: events.file: {exc}"]
+    if not events:
+        problems.append(f"{source}: events.file: {path}: no dosing records")
+    return events, problems
 
 
 def _resolve_model(item: str, base_dir: Path) -> str:

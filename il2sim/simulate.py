@@ -35,7 +35,8 @@ def _dose_modifiers(mod, model, P: np.ndarray) -> tuple[dict[str, np.ndarray], d
             {s: lag[:, j] for j, s in enumerate(model.state_names)})
 
 
-def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P: np.ndarray, t_end: float):
+def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P: np.ndarray, t_end: float,
+                  subject_ids: np.ndarray | None = None):
     """Kernel event arrays for all subjects: ``(ev_ptr, time, kind, state, value)``.
 
     Doses come from the scenario regimen, scaled by each subject's BSA or weight, converted to
@@ -51,10 +52,18 @@ def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P:
     n = P.shape[0]
     state_index = {s: i for i, s in enumerate(model.state_names)}
     regimen = scenario.regimen
+    F, lag = _dose_modifiers(mod, model, P)
+    if scenario.events is not None:  # NONMEM records: subject i takes the i-th ID's doses
+        ids = list(scenario.events)
+        return cohort_kernel_events([
+            to_kernel_events(scenario.events[ids[int(sid)]], state_index=state_index,
+                             F={k: float(a[i]) for k, a in F.items()}, lag={k: float(a[i]) for k, a in lag.items()},
+                             t_end=t_end)
+            for i, sid in enumerate(subject_ids)
+        ])
     if regimen is None:
         empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
         return cohort_kernel_events([empty] * n)
-    F, lag = _dose_modifiers(mod, model, P)
     n_cycles = min(regimen.max_cycles, max(1, math.ceil(t_end / (regimen.cycle_days * 24.0))))
     bsa = covariates.get("BSA")
     weight = covariates.get("weight")
@@ -195,7 +204,13 @@ def simulate(
         if subject_ids.size == 0 or subject_ids.min() < 0:
             raise ConfigError("simulate: subject_ids: expected a non-empty array of indices >= 0")
         subjects = subject_ids.size
+    if sc.events is not None and subjects is None:
+        subjects = len(sc.events)  # one subject per ID of the NONMEM records
     n = sc.population.subjects if subjects is None else int(subjects)
+    if sc.events is not None:
+        last = int(subject_ids.max()) if subject_ids is not None else n - 1
+        if last >= len(sc.events):
+            raise ConfigError(f"{sc.source}: events.file: has {len(sc.events)} subject ID(s); subject {last} has no dosing records")
     if n < 1:
         raise ConfigError(f"{sc.source}: population.subjects: expected an integer >= 1, got {n}")
     pop = replace(sc.population, subjects=n)
@@ -256,7 +271,7 @@ def simulate(
         hi = min(n, lo + step)
         Pc = np.ascontiguousarray(P[lo:hi])
         cov_c = {k: a[lo:hi] for k, a in cohort.covariates.items()}
-        events = _with_visits(cohort_events(sc, mod, cov_c, Pc, float(t_out[-1])), visits)
+        events = _with_visits(cohort_events(sc, mod, cov_c, Pc, float(t_out[-1]), cohort.subject[lo:hi]), visits)
         Y0 = np.empty((hi - lo, ns))
         mod.eval_initial(Pc, Y0)
 

@@ -149,3 +149,14 @@ def test_correlation_config(tmp_path):
     assert "population.correlation.ka:V: V has no entry in population.iiv; correlations need an omega for both" in msg
     assert "population.correlation.ka:ke: expected a number <= 1, got 1.5" in msg
     assert "population.correlation.ka: expected a key 'A:B' naming two different parameters" in msg
+
+
+def test_events_section_errors(tmp_path):
+    text = GOOD + '\n[events]\nfile = "nothere.csv"\n'
+    msg = problems_of(write(tmp_path, text))
+    assert "bad.toml: events: give either [regimen] or [events], not both" in msg
+    assert "nothere.csv: file not found" in msg
+    (tmp_path / "rec.csv").write_text("ID,TIME,AMT,CMT,EVID,RATE\n1,0,5,1,1,-1\n")
+    start, end = GOOD.index("[regimen]"), GOOD.index("[population]")
+    msg = problems_of(write(tmp_path, GOOD[:start] + '[events]\nfile = "rec.csv"\n' + GOOD[end:]))
+    assert "events.file: " in msg and "row 2: RATE=-1 (modelled rate) is not supported" in msg

@@ -220,3 +220,25 @@ def test_subject_ids_select_the_same_patients(scenario):
     np.testing.assert_array_equal(part.Ac.values, whole.Ac.values[[6, 2, 7]])
     with pytest.raises(ConfigError, match=r"subject_ids: expected a non-empty array of indices >= 0"):
         il2sim.simulate(scenario, subject_ids=np.array([-1]))
+
+
+def test_nonmem_records_drive_the_cohort(tmp_path):
+    text = CONFIG.read_text()
+    start, end = text.index("[regimen]"), text.index("[population]")
+    text = text[:start] + f'[events]\nfile = "{HERE / "configs" / "onecmt_events.csv"}"\n\n' + text[end:]
+    text = text.replace('"../models/onecmt_oral.toml"', f'"{HERE / "models" / "onecmt_oral.toml"}"')
+    cfg = tmp_path / "onecmt_events.toml"
+    cfg.write_text(text)
+    sc = load_scenario(cfg)
+    ds = il2sim.simulate(sc, parameters=np.tile([0.5, 0.1, 3.0, 0.4, 0.5], (2, 1)))
+    assert ds.sizes["subject"] == 2  # one per ID
+    t = ds.time.values
+    # subject 0 (ID 101): 4 boluses of 10 nmol q12h from 8 h into the depot (F 0.4, lag 0.5),
+    # plus 5 nmol infused into the central compartment at 2.5 nmol/h from 30 h (2 h)
+    ka, ke, V, F, lag = 0.5, 0.1, 3.0, 0.4, 0.5
+    oral = bateman(t, [(8.0 + 12 * k, 10.0) for k in range(4)], ka, ke, V, F, lag)
+    tau_on = np.clip(t - 30.0, 0.0, 2.0)
+    infused = 1000.0 / V * 2.5 / ke * (1 - np.exp(-ke * tau_on)) * np.exp(-ke * np.clip(t - 32.0, 0.0, None))
+    np.testing.assert_allclose(ds.C.values[0], oral + infused, rtol=1e-6, atol=1e-6)
+    exact1 = bateman(t, [(0.0, 20.0), (24.0, 20.0)], ka, ke, V, F, lag)
+    np.testing.assert_allclose(ds.C.values[1], exact1, rtol=1e-6, atol=1e-6)
