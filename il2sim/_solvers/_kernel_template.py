@@ -3,7 +3,7 @@
 This file is valid Python so that it can be read, linted and diffed, but it is never imported
 to run: ``build.module_source`` copies the text between the markers into each generated model
 module, where ``rhs``, ``jac``, ``outputs``, ``initial``, ``N_STATES`` and the decorators
-``kernel``/``kernel_parallel`` are real definitions. The placeholders below only document them.
+``kernel``/``kernel_alloc``/``kernel_parallel`` are real definitions. The placeholders below only document them.
 
 Entry points (all over flat arrays; see their docstrings): ``solve_subject`` (one subject),
 ``solve_cohort`` (prange over subjects), ``eval_outputs``, ``eval_initial``. Inside, the
@@ -22,7 +22,11 @@ N_PARAMS = 1
 N_OUTPUTS = 0
 
 
-def kernel(f):  # generated module: numba.njit(cache=True, ...)
+def kernel(f):  # generated module: numba.njit(cache=True, _nrt=False, ...): allocates nothing
+    return f
+
+
+def kernel_alloc(f):  # generated module: numba.njit(cache=True, ...): may allocate (entry points)
     return f
 
 
@@ -66,6 +70,8 @@ HAS_SPARSE_LU = False
 # Rules for everything here (so it can later compile with numba.cuda.jit(device=True), one
 # subject per thread): plain functions over fixed-size float64/int64 arrays, no allocation
 # outside ``solve_subject``'s prologue, no Python objects, no exceptions (integer codes).
+# ``@kernel`` functions compile without numba's runtime, which enforces "no allocation";
+# only entry points that allocate their work arrays are ``@kernel_alloc``.
 from il2sim._solvers.tableaus import (
     RODAS5P_A,
     RODAS5P_C,
@@ -367,23 +373,35 @@ def _rodas_step(t, h, y, p, rate, f0, J, Jv, dT, W, Wv, piv, K, u, fu, ynew, err
         return 1
     inv_h = 1.0 / h
     for s in range(RODAS5P_STAGES):
+        # Loops over stages outside, states inside: contiguous rows of K, and the same
+        # operations in the same order as the textbook sums (results are unchanged).
+        Ks = K[s]
         if s == 0:
             for i in range(n):
-                u[i] = y[i]
-                fu[i] = f0[i]
+                Ks[i] = f0[i]
         else:
             for i in range(n):
-                acc = y[i]
-                for j in range(s):
-                    acc += RODAS5P_A[s, j] * K[j, i]
-                u[i] = acc
-            _f(t + RODAS5P_C[s] * h, u, p, rate, fu, stats)
-        for i in range(n):
-            acc = 0.0
+                u[i] = y[i]
             for j in range(s):
-                acc += RODAS5P_CM[s, j] * K[j, i]
-            K[s, i] = fu[i] + acc * inv_h + h * RODAS5P_D[s] * dT[i]
-        _w_solve(mode, W, Wv, piv, K[s])
+                a = RODAS5P_A[s, j]
+                Kj = K[j]
+                for i in range(n):
+                    u[i] += a * Kj[i]
+            _f(t + RODAS5P_C[s] * h, u, p, rate, fu, stats)
+            for i in range(n):
+                Ks[i] = 0.0
+            for j in range(s):
+                cm = RODAS5P_CM[s, j]
+                Kj = K[j]
+                for i in range(n):
+                    Ks[i] += cm * Kj[i]
+            for i in range(n):
+                Ks[i] = fu[i] + Ks[i] * inv_h
+        if _RHS_USES_T:
+            hd = h * RODAS5P_D[s]
+            for i in range(n):
+                Ks[i] += hd * dT[i]
+        _w_solve(mode, W, Wv, piv, Ks)
     last = RODAS5P_STAGES - 1
     for i in range(n):
         ynew[i] = u[i] + K[last, i]
@@ -645,7 +663,7 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
     return status
 
 
-@kernel
+@kernel_alloc
 def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, ev_value,
                   rtol, atol, h0, hmax, max_steps, y_out, stats, fstats):
     """Integrate one subject from t0 to t_out[-1]; return a status code (OK, MAX_STEPS, ...).
@@ -703,7 +721,7 @@ def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, e
                                   h0, hmax, max_steps, Y_out[s], stats[s], fstats[s])
 
 
-@kernel
+@kernel_alloc
 def solve_w(J, Jv, c, b, stats):
     """Solve ``(c*I - J) x = b`` in place in ``b`` as a Rodas step does (for tests); returns
     ``_w_factor``'s code: 0 sparse, 1 dense pivoted fallback (or a model without sparse LU),

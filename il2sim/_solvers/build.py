@@ -5,8 +5,9 @@ function that receives another jitted function as an argument, so the kernels ca
 ``rhs``/``jac`` as parameters and still start warm. Instead each generated model module holds
 its own copy of the kernel source, where ``rhs``, ``jac``, ``outputs`` and ``initial`` are
 plain module globals; numba then compiles and caches the whole module like hand-written code.
-The header binds the decorators (``kernel``, ``kernel_parallel``), so the same kernel source
-can later be compiled for another target (e.g. ``numba.cuda.jit(device=True)``).
+The header binds the decorators (``kernel``, ``kernel_alloc``, ``kernel_parallel``), so the
+same kernel source can later be compiled for another target (e.g.
+``numba.cuda.jit(device=True)``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ import numpy as np
 from numba import njit, prange
 
 # Compiled once per model and cached on disk next to this file (numba's cache).
-kernel = njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
+# kernel: the model functions and the step code. Allocation-free by contract, so compiled
+# without numba's runtime (NRT): no atomic reference counting of every array argument at
+# every call (a third of the step time with it), and an allocation fails to compile.
+# kernel_alloc: entry points that allocate their work arrays once (needs the NRT).
+kernel = njit(cache=True, fastmath=False, error_model="numpy", nogil=True, _nrt=False)
+kernel_alloc = njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 kernel_parallel = njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 '''
 
