@@ -18,6 +18,10 @@ EPILOG_RUN = """examples:
   il2sim run configs/mm_low_dose_1995.toml
   il2sim run configs/mm_low_dose_1995.toml --subjects 1000 --seed 7 --out results/big.nc
   il2sim run configs/mm_low_dose_1995.toml --set solver.method=tsit5 --set regimen.block[1].amount=0.5
+  il2sim run configs/mm_low_dose_1995.toml --subjects 1000000 --out results/big.zarr --chunk-size 2048
+  il2sim run configs/mm_low_dose_1995.toml --subjects 1000000 --out results/big.zarr --resume   # after a crash
+  il2sim run configs/mm_low_dose_1995.toml --subjects 100000 --out results/big.zarr --workers 4
+  il2sim run configs/mm_low_dose_1995.toml --subjects 1000000 --out /shared/big.zarr --scheduler tcp://head:8786
 """
 
 
@@ -39,34 +43,57 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def _cmd_run(args) -> int:
+    """Cohorts of any size go through il2sim.cohort: chunks streamed to a zarr store (or netCDF)."""
+    import xarray as xr
+
+    from il2sim.cohort import run_cohort
     from il2sim.plot import trajectories
-    from il2sim.results import write_netcdf
     from il2sim.scenario import load_scenario
-    from il2sim.simulate import simulate, status_summary
 
     t0 = time.perf_counter()
-    sc = load_scenario(args.config, overrides=_parse_set(args.set))
+    overrides = _parse_set(args.set)
+    sc = load_scenario(args.config, overrides=overrides)
     out = Path(args.out) if args.out else Path("results") / f"{sc.name}.nc"
-    if out.exists() and not args.overwrite:
-        raise Il2simError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
-    ds = simulate(sc, subjects=args.subjects, seed=args.seed)
-    write_netcdf(ds, out)
-    figures = []
-    if not args.no_figures:
-        wanted = [v for v in ("C", "Treg", "CD4", "CD8", "CD4_CD8", "NK", "Eos", "sIL2R", "M") if v in ds]
-        if not wanted:
-            wanted = [v for v in ds.data_vars if ds[v].dims == ("subject", "time")][:6]
-        fig_path = out.with_name(out.stem + "_trajectories.png")
-        trajectories(ds, wanted, fig_path)
-        figures = [fig_path, fig_path.with_suffix(".svg")]
-    n = ds.sizes["subject"]
-    print(f"il2sim {sc.name}: {n} subjects, {ds.sizes['time']} time points "
-          f"({float(ds.time[0]) / 24:g}–{float(ds.time[-1]) / 24:g} d), method {ds.attrs['solver_method']}, rtol {ds.attrs['rtol']:g}")
-    print(f"  status: {status_summary(ds)}")
-    print(f"  compile {ds.attrs['compile_seconds']:.2f} s ({'cold' if ds.attrs['codegen_cold'] else 'warm'}), "
-          f"solve {ds.attrs['solve_seconds']:.2f} s, total {time.perf_counter() - t0:.2f} s")
-    print(f"  wrote {out}" + "".join(f"\n  wrote {f}" for f in figures))
+    run = run_cohort(sc, out, subjects=args.subjects, seed=args.seed, chunk_size=args.chunk_size,
+                     workers=args.workers, scheduler=args.scheduler, resume=args.resume, overwrite=args.overwrite,
+                     progress=False if args.quiet else None, overrides=overrides)
+    ds = xr.open_zarr(run.out, consolidated=True, chunks=None) if run.out.suffix == ".zarr" else xr.open_dataset(run.out, engine="h5netcdf")
+    try:
+        figures = []
+        if not args.no_figures:
+            wanted = [v for v in ("C", "Treg", "CD4", "CD8", "CD4_CD8", "NK", "Eos", "sIL2R", "M") if v in ds]
+            if not wanted:
+                wanted = [v for v in ds.data_vars if ds[v].dims == ("subject", "time")][:6]
+            shown = ds[[*wanted, "status"]].isel(subject=slice(0, FIGURE_SUBJECTS)).load()  # a million curves add nothing
+            fig_path = out.with_name(out.stem + "_trajectories.png")
+            trajectories(shown, wanted, fig_path)
+            figures = [fig_path, fig_path.with_suffix(".svg")]
+        if not args.quiet:
+            a = ds.attrs
+            compile_s = a.get("compile_seconds", a.get("codegen_seconds", 0.0))
+            print(f"il2sim {sc.name}: {run.subjects} subjects, {ds.sizes['time']} time points "
+                  f"({float(ds.time[0]) / 24:g}–{float(ds.time[-1]) / 24:g} d), method {a['solver_method']}, rtol {a['rtol']:g}")
+            print(f"  status: {_status_line(run.status)}")
+            chunks = f", {run.n_chunks} chunks of {run.chunk_size}" + (f" ({run.skipped} done before --resume)" if run.skipped else "")
+            print(f"  compile {compile_s:.2f} s ({'cold' if a.get('codegen_cold') else 'warm'}), "
+                  f"solve {a['solve_seconds']:.2f} s, total {time.perf_counter() - t0:.2f} s{chunks if run.store or run.n_chunks > 1 else ''}")
+            if run.note:
+                print(f"  note: {run.note}")
+            print(f"  wrote {run.out}" + "".join(f"\n  wrote {f}" for f in figures))
+    finally:
+        ds.close()
     return 0
+
+
+FIGURE_SUBJECTS = 1000
+
+
+def _status_line(counts: dict[str, int]) -> str:
+    """``"998 ok, 2 max_steps"``, in the order of il2sim.results.STATUS_NAMES."""
+    from il2sim.results import STATUS_NAMES
+
+    order = {name: i for i, name in enumerate(STATUS_NAMES)}
+    return ", ".join(f"{c} {s}" for s, c in sorted(counts.items(), key=lambda kv: order.get(kv[0], 99)))
 
 
 def _cmd_validate(args) -> int:
@@ -125,12 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="simulate a scenario's virtual cohort", epilog=EPILOG_RUN,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("config", help="scenario TOML file")
-    run.add_argument("--out", help="netCDF output (default results/<scenario>.nc)")
+    run.add_argument("--out", help="results: PATH.nc (netCDF) or PATH.zarr (a zarr store, for cohorts of any size); "
+                                    "default results/<scenario>.nc")
     run.add_argument("--subjects", type=int, help="number of virtual subjects")
     run.add_argument("--seed", type=int, help="random seed (subject i is the same patient for a given seed)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     run.add_argument("--no-figures", action="store_true", help="skip the trajectory figure")
+    run.add_argument("--chunk-size", type=int, metavar="N",
+                     help="subjects per chunk: memory grows with it, not with --subjects (default 1024)")
+    run.add_argument("--workers", type=int, metavar="N", help="solve chunks on a local dask cluster of N worker processes")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="solve chunks on an existing dask cluster (e.g. tcp://10.0.0.5:8786); its workers must see --out")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run from its completed chunks (same config, overrides, seed, subjects, chunk size)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary (errors are still printed)")
     run.set_defaults(func=_cmd_run)
 
     val = sub.add_parser("validate", help="check a config and every model it uses; print every problem",
