@@ -91,6 +91,17 @@ def test_dask_local_cluster_writes_the_same_store(scenario, tmp_path):
     assert run_attrs(a) == run_attrs(b)
 
 
+def test_existing_scheduler_with_two_threads_per_worker(scenario, tmp_path):
+    """Chunks running in two threads of one worker process solve one at a time and agree."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        remote = run_cohort(scenario, tmp_path / "s.zarr", subjects=12, chunk_size=3, scheduler=cluster.scheduler_address,
+                            progress=False)
+    local = run_cohort(scenario, tmp_path / "l.zarr", subjects=12, chunk_size=3, progress=False)
+    assert remote.computed == 4
+    assert_same_subjects(load(remote.out), load(local.out))
+
+
 CHILD = """
 import sys, time
 from il2sim.cli import _parse_set
