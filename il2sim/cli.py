@@ -25,6 +25,10 @@ EPILOG_RUN = """examples:
 """
 
 
+#: trajectories drawn in the run's figure (the first subjects): a million curves add nothing
+FIGURE_SUBJECTS = 1000
+
+
 def _parse_set(items: list[str]) -> dict:
     """``KEY=VALUE`` pairs; values are TOML-like literals (numbers, strings, lists, true/false)."""
     out = {}
@@ -64,7 +68,7 @@ def _cmd_run(args) -> int:
             wanted = [v for v in ("C", "Treg", "CD4", "CD8", "CD4_CD8", "NK", "Eos", "sIL2R", "M") if v in ds]
             if not wanted:
                 wanted = [v for v in ds.data_vars if ds[v].dims == ("subject", "time")][:6]
-            shown = ds[[*wanted, "status"]].isel(subject=slice(0, FIGURE_SUBJECTS)).load()  # a million curves add nothing
+            shown = ds[[*wanted, "status"]].isel(subject=slice(0, FIGURE_SUBJECTS)).load()
             fig_path = out.with_name(out.stem + "_trajectories.png")
             trajectories(shown, wanted, fig_path)
             figures = [fig_path, fig_path.with_suffix(".svg")]
@@ -84,8 +88,6 @@ def _cmd_run(args) -> int:
         ds.close()
     return 0
 
-
-FIGURE_SUBJECTS = 1000
 
 
 def _status_line(counts: dict[str, int]) -> str:

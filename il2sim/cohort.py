@@ -117,8 +117,8 @@ def run_chunk(task: ChunkTask, chunk: int) -> dict[str, Any]:
     """Solve chunk ``chunk`` and write it into the store; return its marker (status counts, timing).
 
     This is the unit of work both locally and on dask workers. A process solves one chunk at a
-    time (a lock), as numba's parallel kernels may not be launched from two threads at once;
-    each solve uses ``task.threads`` numba threads.
+    time (a lock): each solve already uses ``task.threads`` numba threads (default: all cores),
+    and numba's default workqueue threading layer aborts on launches from two threads at once.
     """
     import numba
 

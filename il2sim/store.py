@@ -61,23 +61,28 @@ def _sha(text: str | bytes) -> str:
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
 
 
+#: Scenario fields that do not change a run's numbers (the model counts by its hash)
+_NOT_NUMBERS = ("name", "source", "description", "text", "model", "models", "targets", "calibration")
+
+
 def run_fields(scenario, *, subjects: int, seed: int, chunk_size: int, t_out: np.ndarray,
                variables: tuple[str, ...] | None, keep_every_h: float | None) -> dict[str, Any]:
     """Everything that decides a run's numbers and layout, as plain JSON values.
 
     The config text is recorded by digest (any edit counts), and so are the settings parsed
     from it after ``--set`` overrides: population (a CSV of covariates by its content hash),
-    regimen, parameters, output grid, solver, drug, observations, response criteria. Overrides
+    regimen, dose records, parameters, output grid, solver, drug, observations, response
+    criteria (every Scenario field but names, text, targets and calibration). Overrides
     therefore count by what they change (``dt_h=24`` and ``dt_h=24.0`` are the same run), and a
     Scenario built in Python is told apart too.
     """
     import il2sim
 
-    from dataclasses import replace
+    from dataclasses import fields, replace
 
     sc = scenario
-    parsed = {k: repr(getattr(sc, k, None)) for k in ("regimen", "parameters", "output", "solver", "drug",
-                                                      "observations", "response")}
+    # Every parsed setting (present or future) except those that do not change the numbers.
+    parsed = {f.name: repr(getattr(sc, f.name)) for f in fields(sc) if f.name not in _NOT_NUMBERS}
     parsed["population"] = repr(replace(sc.population, subjects=0))  # the run's own count is ``subjects``
     return {
         "il2sim_version": il2sim.__version__,
