@@ -242,3 +242,24 @@ def test_peak_memory_does_not_grow_with_the_cohort(tmp_path):
                              capture_output=True, text=True, timeout=300, check=True)
         rss[n] = int(res.stdout.split()[-1]) / 1024
     assert rss[10_000] - rss[1_000] < 25, rss  # MiB
+
+
+def test_chunk_tasks_pickle_small_without_compiled_code(tmp_path):
+    """What dask ships: the Scenario (with a covariate CSV and observations) and run settings."""
+    import pickle
+
+    from il2sim.cohort import ChunkTask, simulate_chunk
+
+    (tmp_path / "patients.csv").write_text("weight,height\n60,160\n80,180\n")
+    text = CONFIG.read_text().replace('"../models/onecmt_oral.toml"', f'"{HERE / "models" / "onecmt_oral.toml"}"')
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(("height =", "weight =")))
+    text = text.replace("[population]\nsubjects = 6\n", '[population]\nsubjects = 6\ncovariates_csv = "patients.csv"\n'
+                        '[population.covariate_model]\nV = { covariate = "weight", reference = 70, exponent = 1 }\n')
+    text += '\n[observations]\ntimes_h = [24, 48]\n[observations.variables]\nC = { error = "proportional", cv = 0.1 }\n'
+    (tmp_path / "c.toml").write_text(text)
+    sc = load_scenario(tmp_path / "c.toml", overrides=OVERRIDES)
+    task = ChunkTask(sc, str(tmp_path / "x.zarr"), subjects=6, chunk_size=3, seed=5, variables=None, stride=1)
+    blob = pickle.dumps(task)
+    assert len(blob) < 100_000 and b"CPUDispatcher" not in blob and b"il2sim_model_" not in blob
+    back = pickle.loads(blob)
+    assert_same_subjects(simulate_chunk(back, 1), simulate_chunk(task, 1))
