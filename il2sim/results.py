@@ -16,7 +16,16 @@ __all__ = ["STATUS_NAMES", "build_dataset", "write_netcdf"]
 
 # Kernel status code -> short name stored per subject (messages live in il2sim._solvers.status).
 STATUS_NAMES = ("ok", "max_steps", "step_too_small", "non_finite")
-STAT_FIELDS = ("n_steps", "n_accepted", "n_rejected", "n_rhs", "n_jac", "n_lu")
+STAT_DESCRIPTIONS = {
+    "n_steps": "solver counter: steps attempted",
+    "n_accepted": "solver counter: steps accepted",
+    "n_rejected": "solver counter: steps rejected by the error test",
+    "n_rhs": "solver counter: right-hand-side evaluations",
+    "n_jac": "solver counter: Jacobian evaluations",
+    "n_lu": "solver counter: LU factorisations",
+    "n_lu_fallback": "solver counter: sparse LU factorisations refused for a small pivot (dense pivoted LU used instead)",
+}
+STAT_FIELDS = ("n_steps", "n_accepted", "n_rejected", "n_rhs", "n_jac", "n_lu", "n_lu_fallback")
 
 
 def build_dataset(
@@ -59,7 +68,7 @@ def build_dataset(
     )
     data_vars["t_reached"] = (("subject",), fstats[:, 0], {"units": "h", "description": "time integration reached (failure time when status is not ok)"})
     for j, name in enumerate(STAT_FIELDS):
-        data_vars[name] = (("subject",), stats[:, j], {"description": f"solver counter: {name[2:]}"})
+        data_vars[name] = (("subject",), stats[:, j], {"description": STAT_DESCRIPTIONS[name]})
     coords = {
         "subject": ("subject", np.asarray(subject, dtype=np.int64), {"description": "subject index (its random stream)"}),
         "time": ("time", np.asarray(t_out, dtype=float), {"units": "h", "description": "time since midnight of day 1"}),

@@ -18,7 +18,7 @@ import xarray as xr
 import il2sim
 from il2sim.errors import ConfigError, SolverError
 from il2sim.population import sample_cohort
-from il2sim.results import STATUS_NAMES, build_dataset
+from il2sim.results import STAT_FIELDS, STATUS_NAMES, build_dataset
 from il2sim.scenario import Scenario, load_scenario
 from il2sim.stop_rules import ProgressionRule, first_progression
 
@@ -262,7 +262,7 @@ def simulate(
     O = np.empty((n, nt, no))
     Y_obs, O_obs = np.empty((n, obs_times.size, ns)), np.empty((n, obs_times.size, no))
     status = np.zeros(n, dtype=np.int64)
-    stats = np.zeros((n, 6), dtype=np.int64)
+    stats = np.zeros((n, len(STAT_FIELDS)), dtype=np.int64)
     fstats = np.zeros((n, 2))
     t_stop = np.full(n, np.nan)
     m_base, m_visits = np.full(n, np.nan), np.full((n, visits.size), np.nan)  # for response classes
@@ -278,7 +278,7 @@ def simulate(
         def solve(rows, ev):
             Ys = np.empty((rows.size, t_solve.size, ns))
             Os = np.empty((rows.size, t_solve.size, no))
-            st, ct, ft = np.zeros(rows.size, np.int64), np.zeros((rows.size, 6), np.int64), np.zeros((rows.size, 2))
+            st, ct, ft = np.zeros(rows.size, np.int64), np.zeros((rows.size, len(STAT_FIELDS)), np.int64), np.zeros((rows.size, 2))
             Pr = np.ascontiguousarray(Pc[rows])
             mod.solve_cohort(
                 m_code, 1, 0.0, np.ascontiguousarray(Y0[rows]), Pr, t_solve, *ev,
