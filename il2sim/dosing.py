@@ -26,7 +26,7 @@ stops, then doses and infusion starts in record order; observations last (they s
 Kernel events
 -------------
 :func:`to_kernel_events` turns one subject's doses into four flat arrays that a numba kernel
-consumes without Python objects: ``time`` (f8), ``kind`` (i8, :class:`KernelEvent`), ``state``
+consumes without Python objects: ``time`` (f8), ``kind`` (i8, :class:`EventKind`), ``state``
 (i8, state index; -1 for a reset) and ``value`` (f8: amount for a bolus, rate change for an
 infusion). :func:`cohort_kernel_events` concatenates subjects behind an ``ev_ptr`` offset array.
 
@@ -53,12 +53,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from il2sim._solvers.status import EventKind
 from il2sim.errors import RegimenError
 
 __all__ = [
     "Dose",
     "EventType",
-    "KernelEvent",
+    "EventKind",
     "cohort_kernel_events",
     "event_priority",
     "expand_addl",
@@ -77,14 +78,6 @@ class EventType(IntEnum):
     OTHER = 2
     RESET = 3
     DOSE_RESET = 4
-
-
-class KernelEvent(IntEnum):
-    """``kind`` codes of the solver event arrays (see :func:`to_kernel_events`)."""
-
-    BOLUS = 0  #: y[state] += value
-    RATE = 1  #: rate[state] += value (infusion start: +rate, stop: -rate)
-    RESET = 2  #: every state back to its initial value, every rate to 0
 
 
 _DOSE_EVIDS = (EventType.DOSE, EventType.RESET, EventType.DOSE_RESET)
@@ -298,7 +291,7 @@ def to_kernel_events(
     -------
     time : float64[n]
     kind : int64[n]
-        :class:`KernelEvent`: 0 bolus (``y[state] += value``), 1 rate change
+        :class:`EventKind`: 0 bolus (``y[state] += value``), 1 rate change
         (``rate[state] += value``), 2 reset.
     state : int64[n]
         State index; -1 for a reset.
@@ -316,13 +309,13 @@ def to_kernel_events(
 
     rows: list[tuple[float, int, int, int, float]] = []  # (time, priority, kind, state, value)
 
-    def add(t: float, prio: int, kind: KernelEvent, state: int, value: float) -> None:
+    def add(t: float, prio: int, kind: EventKind, state: int, value: float) -> None:
         if t_end is None or t <= t_end:
             rows.append((t, prio, int(kind), state, value))
 
     for d in expand_addl(doses):
         if d.evid in (EventType.RESET, EventType.DOSE_RESET):
-            add(d.time, _PRIORITY_RESET, KernelEvent.RESET, -1, 0.0)
+            add(d.time, _PRIORITY_RESET, EventKind.RESET, -1, 0.0)
         if d.evid == EventType.RESET:
             continue
         if d.cmt not in state_index:
@@ -340,10 +333,10 @@ def to_kernel_events(
         elif d.duration is not None:
             rate, length = amount / d.duration, d.duration
         else:
-            add(t0, _PRIORITY_DOSE, KernelEvent.BOLUS, s, amount)
+            add(t0, _PRIORITY_DOSE, EventKind.BOLUS, s, amount)
             continue
-        add(t0, _PRIORITY_DOSE, KernelEvent.RATE, s, rate)
-        add(t0 + length, _PRIORITY_RATE_OFF, KernelEvent.RATE, s, -rate)
+        add(t0, _PRIORITY_DOSE, EventKind.RATE, s, rate)
+        add(t0 + length, _PRIORITY_RATE_OFF, EventKind.RATE, s, -rate)
 
     rows.sort(key=lambda r: (r[0], r[1]))  # stable: record order among equals
     n = len(rows)

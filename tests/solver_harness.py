@@ -394,7 +394,7 @@ def build_model(name: str, source: str | None = None):
 
 # --- a thin caller (what the real Python shell does, minus validation) ---------------------
 
-EV_BOLUS, EV_RATE, EV_RESET = 0, 1, 2
+EV_BOLUS, EV_RATE, EV_RESET, EV_PARAM = 0, 1, 2, 3
 
 
 def events(*records):

@@ -10,7 +10,7 @@ import pytest
 from il2sim.dosing import (
     Dose,
     EventType,
-    KernelEvent,
+    EventKind,
     cohort_kernel_events,
     expand_addl,
     read_nonmem,
@@ -105,24 +105,24 @@ def test_reset_sorts_before_dose_at_equal_times_and_ties_keep_record_order():
 
 def test_bolus_with_bioavailability_and_lag():
     ev = events([Dose(8.0, 10.0, "Asc")], F={"Asc": 0.35}, lag={"Asc": 0.45})
-    assert ev == [(8.45, KernelEvent.BOLUS, 0, 10.0 * 0.35)]
+    assert ev == [(8.45, EventKind.BOLUS, 0, 10.0 * 0.35)]
 
 
 def test_rate_infusion_F_scales_duration():
     # RATE = 5/h, AMT = 10, F = 0.5: 5 units at 5/h -> on at 2 h, off at 3 h (not 4 h)
     ev = events([Dose(2.0, 10.0, "Ac", rate=5.0)], F={"Ac": 0.5})
-    assert ev == [(2.0, KernelEvent.RATE, 1, 5.0), (3.0, KernelEvent.RATE, 1, -5.0)]
+    assert ev == [(2.0, EventKind.RATE, 1, 5.0), (3.0, EventKind.RATE, 1, -5.0)]
 
 
 def test_duration_infusion_F_scales_rate():
     # duration 4 h, AMT = 10, F = 0.5: 5 units over 4 h -> rate 1.25/h
     ev = events([Dose(2.0, 10.0, "Ac", duration=4.0)], F={"Ac": 0.5})
-    assert ev == [(2.0, KernelEvent.RATE, 1, 1.25), (6.0, KernelEvent.RATE, 1, -1.25)]
+    assert ev == [(2.0, EventKind.RATE, 1, 1.25), (6.0, EventKind.RATE, 1, -1.25)]
 
 
 def test_infusion_lag_shifts_start_and_stop():
     ev = events([Dose(2.0, 10.0, "Ac", rate=10.0)], lag={"Ac": 0.5})
-    assert ev == [(2.5, KernelEvent.RATE, 1, 10.0), (3.5, KernelEvent.RATE, 1, -10.0)]
+    assert ev == [(2.5, EventKind.RATE, 1, 10.0), (3.5, EventKind.RATE, 1, -10.0)]
 
 
 def test_back_to_back_infusions_stop_before_start():
@@ -135,17 +135,17 @@ def test_reset_first_then_stops_then_doses_in_record_order():
     doses = [Dose(0.0, 4.0, "Ac", rate=1.0), Dose(4.0, 7.0, "Ap"), Dose(4.0, 3.0, "Asc"), Dose.reset(4.0)]
     ev = events(doses)
     assert ev == [
-        (0.0, KernelEvent.RATE, 1, 1.0),
-        (4.0, KernelEvent.RESET, -1, 0.0),
-        (4.0, KernelEvent.RATE, 1, -1.0),
-        (4.0, KernelEvent.BOLUS, 2, 7.0),
-        (4.0, KernelEvent.BOLUS, 0, 3.0),
+        (0.0, EventKind.RATE, 1, 1.0),
+        (4.0, EventKind.RESET, -1, 0.0),
+        (4.0, EventKind.RATE, 1, -1.0),
+        (4.0, EventKind.BOLUS, 2, 7.0),
+        (4.0, EventKind.BOLUS, 0, 3.0),
     ]
 
 
 def test_dose_reset_resets_at_record_time_and_doses_after_lag():
     ev = events([Dose(10.0, 5.0, "Asc", evid=EventType.DOSE_RESET)], lag={"Asc": 1.0})
-    assert ev == [(10.0, KernelEvent.RESET, -1, 0.0), (11.0, KernelEvent.BOLUS, 0, 5.0)]
+    assert ev == [(10.0, EventKind.RESET, -1, 0.0), (11.0, EventKind.BOLUS, 0, 5.0)]
 
 
 def test_split_dose_gives_two_events_summing_to_the_dose():
@@ -158,7 +158,7 @@ def test_split_dose_gives_two_events_summing_to_the_dose():
 def test_t_end_drops_later_events_but_keeps_a_running_infusion():
     doses = [Dose(0.0, 30.0, "Ac", rate=1.0), Dose(24.0, 1.0, "Asc"), Dose(30.0, 1.0, "Asc")]  # on [0, 30)
     ev = events(doses, t_end=24.0)
-    assert ev == [(0.0, KernelEvent.RATE, 1, 1.0), (24.0, KernelEvent.BOLUS, 0, 1.0)]
+    assert ev == [(0.0, EventKind.RATE, 1, 1.0), (24.0, EventKind.BOLUS, 0, 1.0)]
 
 
 def test_addl_expanded_into_kernel_events():

@@ -417,7 +417,7 @@ def test_status_constants_match_kernel_module(model):
         assert member.message
     assert m.METHOD_RODAS == st.METHOD_RODAS == st.METHODS["rodas5p"]
     assert m.METHOD_TSIT5 == st.METHOD_TSIT5 == st.METHODS["tsit5"]
-    assert (m.EV_BOLUS, m.EV_RATE, m.EV_RESET) == tuple(st.EventKind)
+    assert (m.EV_BOLUS, m.EV_RATE, m.EV_RESET, m.EV_PARAM) == tuple(st.EventKind)
     assert "max_steps" in st.Status.MAX_STEPS.message
     assert st.Status.OK.success and not st.Status.NON_FINITE.success
 
@@ -531,3 +531,25 @@ def test_eval_outputs_and_initial(model):
     O = np.full((3, 5, 1), np.nan)
     m.eval_outputs(t_out, Y, P, O)
     np.testing.assert_allclose(O[:, :, 0], Y[:, :, 1] / P[:, 2:3], rtol=1e-15)
+
+
+@pytest.mark.parametrize("method", H.SOLVERS)
+def test_parameter_event_changes_a_parameter_from_its_time_on(model, method):
+    """EV_PARAM (inter-occasion variability): ke doubles at t = 30 h; exact piecewise solution."""
+    ka, ke, V = 0.8, 0.1, 2.0
+    t_out = np.linspace(0.0, 60.0, 121)
+    ev = H.events((0.0, H.EV_BOLUS, 0, 100.0), (30.0, H.EV_PARAM, 1, 2 * ke))
+    p = np.array([ka, ke, V])
+    sol = H.solve(model("one_cpt_oral"), method, t_out, p, ev=ev, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(p, [ka, ke, V])  # the caller's parameters are not touched
+    a = 100.0 * np.exp(-ka * t_out)  # depot: unaffected
+
+    def central(t, k, a0, c0):  # c' = ka a - k c with a = a0 e^{-ka t}, c(0) = c0
+        return a0 * ka / (k - ka) * (np.exp(-ka * t) - np.exp(-k * t)) + c0 * np.exp(-k * t)
+
+    c = np.where(t_out <= 30.0, central(t_out, ke, 100.0, 0.0), 0.0)
+    c30 = central(30.0, ke, 100.0, 0.0)
+    late = t_out > 30.0
+    c[late] = central(t_out[late] - 30.0, 2 * ke, 100.0 * np.exp(-ka * 30.0), c30)
+    np.testing.assert_allclose(sol.y[:, 0], a, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(sol.y[:, 1], c, rtol=1e-8, atol=1e-10)

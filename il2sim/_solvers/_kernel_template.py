@@ -99,6 +99,7 @@ NON_FINITE = 3
 EV_BOLUS = 0
 EV_RATE = 1
 EV_RESET = 2
+EV_PARAM = 3
 
 # stats columns
 _S_STEPS = 0
@@ -470,8 +471,11 @@ def _tsit5_dense(theta, h, y0, K, out):
 
 
 @kernel
-def _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0):
-    """Apply events ie, ie+1, ... with time <= t in array order; return the next index."""
+def _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0, p):
+    """Apply events ie, ie+1, ... with time <= t in array order; return the next index.
+
+    ``p`` is the subject's working copy of its parameters (EV_PARAM sets one from here on).
+    """
     n_ev = ev_time.shape[0]
     while ie < n_ev and ev_time[ie] <= t:
         kind = ev_kind[ie]
@@ -486,6 +490,9 @@ def _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0):
             for i in range(N_STATES):
                 y[i] = y0[i]
                 rate[i] = 0.0
+        elif kind == EV_PARAM:
+            if 0 <= s < p.shape[0]:
+                p[s] = ev_value[ie]
         ie += 1
     return ie
 
@@ -530,7 +537,7 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
     stretch = _FINAL_STRETCH if adaptive != 0 else 1.0 + 1e-9
 
     t = t0
-    ie = _apply_events(t, 0, ev_time, ev_kind, ev_state, ev_value, y, rate, y0)
+    ie = _apply_events(t, 0, ev_time, ev_kind, ev_state, ev_value, y, rate, y0, p)
     io = _record_upto(t, 0, t_out, y, y_out)
 
     status = OK
@@ -647,7 +654,7 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
             break
         # at a stop: apply the events due now, restart the method (caches invalid)
         if ie < n_ev and ev_time[ie] <= t:
-            ie = _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0)
+            ie = _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0, p)
             have_fsal = False
             have_jac = False
             after_reject = False
@@ -703,7 +710,10 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
     Wv = np.empty(LU_NNZ)
     piv = np.empty(n, dtype=np.int64)
     dense = np.empty((3, n))
-    return _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, ev_value,
+    pw = np.empty(p.shape[0])  # working copy: EV_PARAM events change it, never the caller's p
+    for i in range(p.shape[0]):
+        pw[i] = p[i]
+    return _integrate(method, adaptive, t0, y0, pw, t_out, ev_time, ev_kind, ev_state, ev_value,
                       rtol, atol, h0, hmax, max_steps, y_out, stats, fstats,
                       y, ynew, rate, K, u, fu, f0, err, dT, J, Jv, W, Wv, piv, dense)
 

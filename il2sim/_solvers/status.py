@@ -72,3 +72,4 @@ class EventKind(IntEnum):
     BOLUS = 0  #: y[state] += value
     RATE = 1  #: rate[state] += value (zero-order input: +r to start, -r to stop)
     RESET = 2  #: y = y0 of the subject, every rate = 0 (state and value ignored)
+    PARAM = 3  #: p[state] = value: a parameter changes from here on (inter-occasion variability)
