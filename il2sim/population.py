@@ -56,6 +56,7 @@ COVARIATE_FORMS = {"power": "exponent", "linear": "slope", "exponential": "theta
 CSV_ROWS = ("cycle", "resample")
 #: second element of the per-subject seed key of the CSV row stream (see module docstring)
 CSV_STREAM = 2
+IOV_STREAM = 3  # inter-occasion deviates (streams: (i,) parameters, (i, 1) residual errors)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,19 @@ def omega_cholesky(spec: PopulationSpec) -> np.ndarray:
                 "(positive definite) correlation matrix; reduce them or remove one"
             ) from None
     return L
+
+
+def iov_etas(seed: int, subjects: np.ndarray, n_occasions: int, n_parameters: int) -> np.ndarray:
+    """Standard normal inter-occasion deviates, (subjects, occasions, parameters).
+
+    Drawn from a per-subject stream of their own (``spawn_key=(i, IOV_STREAM)``), so declaring IOV never
+    changes a subject's covariates, IIV or residual errors.
+    """
+    out = np.empty((np.size(subjects), n_occasions, n_parameters))
+    for row, sid in enumerate(np.asarray(subjects, dtype=np.int64)):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(sid), IOV_STREAM)))
+        out[row] = rng.standard_normal((n_occasions, n_parameters))
+    return out
 
 
 def sample_cohort(

@@ -144,6 +144,7 @@ class PopulationSpec:
     iiv: dict[str, float] = field(default_factory=dict)
     bsa_formula: str = "mosteller"
     correlations: dict[tuple[str, str], float] = field(default_factory=dict)
+    iov: dict[str, float] = field(default_factory=dict)  # omega per parameter, occasion = regimen cycle
     covariate_model: tuple = ()  # il2sim.population.CovariateEffect, from [population.covariate_model]
     covariates_table: Any = None  # il2sim.population.CovariateTable, from population.covariates_csv
 
@@ -398,7 +399,7 @@ def _drug(d: Any, source: str, Drug) -> tuple[Any, list[str]]:
 def _population(d: Any, source: str) -> tuple[PopulationSpec, list[str]]:
     if (msg := v.check_table(d, source, "population")) is not None:
         return PopulationSpec(), [msg]
-    problems = v.unknown_keys(d, ("subjects", "covariates", "iiv", "correlation", "bsa_formula",
+    problems = v.unknown_keys(d, ("subjects", "covariates", "iiv", "correlation", "iov", "bsa_formula",
                                      "covariates_csv", "covariate_model"), source, "population")
     subjects = d.get("subjects", 1)
     if (msg := v.check_number(subjects, source, "population.subjects", lower=1, integer=True)) is not None:
@@ -455,7 +456,15 @@ def _population(d: Any, source: str) -> tuple[PopulationSpec, list[str]]:
     correlations, p = _correlations(d.get("correlation", {}), iiv, source)
     problems += p
     iiv_ok = {k: float(x) for k, x in iiv.items() if not isinstance(x, bool) and isinstance(x, (int, float))}
-    spec = PopulationSpec(int(subjects), tuple(covs), iiv_ok, str(formula), correlations)
+    iov = d.get("iov", {})
+    if (msg := v.check_table(iov, source, "population.iov")) is not None:
+        problems.append(msg)
+        iov = {}
+    for pname, omega in iov.items():
+        if (msg := v.check_number(omega, source, f"population.iov.{pname}", lower=0)) is not None:
+            problems.append(msg)
+    iov_ok = {k: float(x) for k, x in iov.items() if not isinstance(x, bool) and isinstance(x, (int, float))}
+    spec = PopulationSpec(int(subjects), tuple(covs), iiv_ok, str(formula), correlations, iov_ok)
     if correlations and not p:
         from il2sim.population import omega_cholesky
 
@@ -652,6 +661,11 @@ def _check_against_model(model, parameters, population, output, solver, regimen,
     for k in population.iiv:
         if k not in pnames:
             problems.append(unknown("model parameter", k, f"population.iiv.{k}", pnames))
+    for k in population.iov:
+        if k not in pnames:
+            problems.append(unknown("model parameter", k, f"population.iov.{k}", pnames))
+    if population.iov and regimen is None:
+        problems.append(f"{source}: population.iov: occasions are the cycles of a [regimen]; this scenario has none")
     for var in output.variables or ():
         if var not in variables:
             problems.append(unknown("state or output", var, "output.variables", variables))

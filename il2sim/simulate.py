@@ -20,30 +20,36 @@ from il2sim.errors import ConfigError, SolverError
 from il2sim.population import sample_cohort
 from il2sim.results import STAT_FIELDS, STATUS_NAMES, build_dataset
 from il2sim.scenario import Scenario, load_scenario
+from il2sim._solvers.status import EventKind
 from il2sim.stop_rules import ProgressionRule, first_progression
 
 __all__ = ["simulate", "cohort_events"]
 
 
-def _dose_modifiers(mod, model, P: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-subject bioavailability and lag of every state, from the generated ``dose_modifiers``."""
-    n, ns = P.shape[0], len(model.state_names)
-    f, lag = np.empty((n, ns)), np.empty((n, ns))
-    for i in range(n):
-        mod.dose_modifiers(P[i], f[i], lag[i])
-    return ({s: f[:, j] for j, s in enumerate(model.state_names)},
-            {s: lag[:, j] for j, s in enumerate(model.state_names)})
+def _dose_modifiers(mod, model, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bioavailability and lag of every state from the generated ``dose_modifiers``.
+
+    ``P`` is (subjects, parameters) or (subjects, occasions, parameters); the result has the
+    same leading shape with states last.
+    """
+    lead, ns = P.shape[:-1], len(model.state_names)
+    flat = P.reshape(-1, P.shape[-1])
+    f, lag = np.empty((flat.shape[0], ns)), np.empty((flat.shape[0], ns))
+    for i in range(flat.shape[0]):
+        mod.dose_modifiers(flat[i], f[i], lag[i])
+    return f.reshape(*lead, ns), lag.reshape(*lead, ns)
 
 
 def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P: np.ndarray, t_end: float,
-                  subject_ids: np.ndarray | None = None):
+                  subject_ids: np.ndarray | None = None, P_occ: np.ndarray | None = None):
     """Kernel event arrays for all subjects: ``(ev_ptr, time, kind, state, value)``.
 
-    Doses come from the scenario regimen, scaled by each subject's BSA or weight, converted to
-    the dosed state's unit with the drug's declared IU factor, then shifted by the subject's lag
-    and scaled by its bioavailability. Bolus-only regimens (the usual s.c. case) are expanded
-    once and scaled as arrays; regimens with infusions go through ``dosing.to_kernel_events``
-    per subject.
+    Doses come from the scenario regimen (or its NONMEM records), scaled by each subject's BSA
+    or weight, converted to the dosed state's unit with the drug's declared IU factor, then
+    shifted by the subject's lag and scaled by its bioavailability — those of the dose's cycle
+    when ``P_occ`` (subjects, cycles, parameters) carries inter-occasion variability. Bolus-only
+    regimens (the usual s.c. case) are expanded once and scaled as arrays; regimens with
+    infusions go through ``dosing.to_kernel_events`` per subject.
     """
     from il2sim.dosing import cohort_kernel_events, to_kernel_events
     from il2sim.units import dose_to_amount
@@ -51,20 +57,26 @@ def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P:
     model = scenario.model
     n = P.shape[0]
     state_index = {s: i for i, s in enumerate(model.state_names)}
+    names = list(model.state_names)
     regimen = scenario.regimen
-    F, lag = _dose_modifiers(mod, model, P)
+    F_occ, lag_occ = _dose_modifiers(mod, model, P[:, None, :] if P_occ is None else P_occ)
+    n_occ = F_occ.shape[1]
+
+    def per_state(a, i, occ):
+        return {s: float(a[i, occ, j]) for j, s in enumerate(names)}
+
     if scenario.events is not None:  # NONMEM records: subject i takes the i-th ID's doses
         ids = list(scenario.events)
         return cohort_kernel_events([
             to_kernel_events(scenario.events[ids[int(sid)]], state_index=state_index,
-                             F={k: float(a[i]) for k, a in F.items()}, lag={k: float(a[i]) for k, a in lag.items()},
-                             t_end=t_end)
+                             F=per_state(F_occ, i, 0), lag=per_state(lag_occ, i, 0), t_end=t_end)
             for i, sid in enumerate(subject_ids)
         ])
     if regimen is None:
         empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
         return cohort_kernel_events([empty] * n)
-    n_cycles = min(regimen.max_cycles, max(1, math.ceil(t_end / (regimen.cycle_days * 24.0))))
+    cycle_h = regimen.cycle_days * 24.0
+    n_cycles = min(regimen.max_cycles, max(1, math.ceil(t_end / cycle_h)))
     bsa = covariates.get("BSA")
     weight = covariates.get("weight")
     units = {s.name: s.unit for s in model.states}
@@ -78,11 +90,15 @@ def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P:
                 weight=None if weight is None else float(weight[i]),
                 drug=scenario.drug, n_cycles=n_cycles, state_units=units,
             )
-            per_subject.append(to_kernel_events(
-                doses, state_index=state_index,
-                F={k: float(a[i]) for k, a in F.items()}, lag={k: float(a[i]) for k, a in lag.items()},
-                t_end=t_end,
-            ))
+            # each cycle's doses with that cycle's F and lag, concatenated in cycle order (a
+            # stable sort by time keeps the within-time priorities of to_kernel_events)
+            occ_of = [min(int(d.time // cycle_h), n_occ - 1) for d in doses]
+            parts = [to_kernel_events([d for d, o in zip(doses, occ_of) if o == k], state_index=state_index,
+                                      F=per_state(F_occ, i, k), lag=per_state(lag_occ, i, k), t_end=t_end)
+                     for k in sorted(set(occ_of))]
+            t_, k_, s_, v_ = (np.concatenate(x) for x in zip(*parts)) if parts else (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+            order = np.argsort(t_, kind="stable")
+            per_subject.append((t_[order], k_[order], s_[order], v_[order]))
         return cohort_kernel_events(per_subject)
 
     m = len(schedule)
@@ -92,9 +108,10 @@ def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P:
     for j, row in enumerate(schedule.itertuples(index=False)):
         amt = dose_to_amount(row.amount, row.amount_unit, bsa=bsa, weight=weight, drug=scenario.drug,
                              target_unit=units[row.target])
-        values[:, j] = np.broadcast_to(amt, (n,)) * F.get(row.target, 1.0)
-        times[:, j] = row.time_h + lag.get(row.target, 0.0)
-        states[j] = state_index[row.target]
+        occ, s_idx = min(int(row.cycle) - 1, n_occ - 1), state_index[row.target]
+        values[:, j] = np.broadcast_to(amt, (n,)) * F_occ[:, occ, s_idx]
+        times[:, j] = row.time_h + lag_occ[:, occ, s_idx]
+        states[j] = s_idx
     order = np.argsort(times, axis=1, kind="stable")  # lags differ between targets
     times = np.take_along_axis(times, order, axis=1)
     values = np.take_along_axis(values, order, axis=1)
@@ -107,22 +124,46 @@ def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P:
     return ev_ptr, times[keep], kinds, states_2d[keep], values[keep]
 
 
+def _merge_events(events, extra_t: np.ndarray, extra_k: np.ndarray, extra_s: np.ndarray, extra_v: np.ndarray):
+    """Add the same number of extra events to every subject (arrays of shape (subjects, m)).
+
+    At equal times the extra events come first; the existing events keep their order.
+    """
+    ev_ptr, t, k, s, v = events
+    n, m = extra_t.shape
+    if m == 0:
+        return events
+    sid = np.repeat(np.arange(n), np.diff(ev_ptr))
+    sid2 = np.concatenate([sid, np.repeat(np.arange(n), m)])
+    t2 = np.concatenate([t, extra_t.ravel()])
+    first = np.concatenate([np.ones(t.size, np.int64), np.zeros(n * m, np.int64)])
+    order = np.lexsort((first, t2, sid2))  # by subject, then time, extra first; stable
+    ptr = ev_ptr + np.arange(n + 1) * m
+    k2 = np.concatenate([k, extra_k.ravel()])
+    s2 = np.concatenate([s, extra_s.ravel()])
+    v2 = np.concatenate([v, extra_v.ravel()])
+    return ptr, t2[order], k2[order], s2[order], v2[order]
+
+
 def _with_visits(events, visits: np.ndarray):
     """Add a zero bolus at each assessment visit so that every solve has a step boundary there."""
-    ev_ptr, t, k, s, v = events
-    if visits.size == 0:
-        return events
-    n = ev_ptr.size - 1
-    sid = np.repeat(np.arange(n), np.diff(ev_ptr))
-    vsid = np.repeat(np.arange(n), visits.size)
-    t2 = np.concatenate([t, np.tile(visits, n)])
-    sid2 = np.concatenate([sid, vsid])
-    order = np.lexsort((t2, sid2))  # by subject, then time; stable, so doses keep their order
-    ptr = ev_ptr + np.arange(n + 1) * visits.size
-    k2 = np.concatenate([k, np.zeros(vsid.size, np.int64)])
-    s2 = np.concatenate([s, np.zeros(vsid.size, np.int64)])
-    v2 = np.concatenate([v, np.zeros(vsid.size)])
-    return ptr, t2[order], k2[order], s2[order], v2[order]
+    n = events[0].size - 1
+    shape = (n, visits.size)
+    return _merge_events(events, np.broadcast_to(visits, shape), np.zeros(shape, np.int64),
+                         np.zeros(shape, np.int64), np.zeros(shape))
+
+
+def _occasion_parameters(P: np.ndarray, omega: dict[str, float], names: list[str], seed: int,
+                         subjects: np.ndarray, n_occ: int) -> np.ndarray:
+    """Parameters per occasion (regimen cycle), (subjects, occasions, parameters): log-normal
+    inter-occasion variability on top of each subject's IIV value."""
+    from il2sim.population import iov_etas
+
+    idx = [names.index(k) for k in omega]
+    kappa = iov_etas(seed, subjects, n_occ, len(idx))  # (subjects, occasions, iov parameters)
+    P_occ = np.repeat(P[:, None, :], n_occ, axis=1)
+    P_occ[:, :, idx] *= np.exp(kappa * np.array([omega[k] for k in omega]))
+    return P_occ
 
 
 def _doses_after(events, rows: np.ndarray, t_stop: np.ndarray):
@@ -133,7 +174,8 @@ def _doses_after(events, rows: np.ndarray, t_stop: np.ndarray):
     parts = []
     for r, ts in zip(rows, t_stop):
         a, b = ev_ptr[r], ev_ptr[r + 1]
-        keep = (t[a:b] <= ts) | (v[a:b] == 0.0)
+        # keep visits (zero boluses) and parameter changes (IOV goes on off therapy)
+        keep = (t[a:b] <= ts) | (v[a:b] == 0.0) | (k[a:b] == int(EventKind.PARAM))
         parts.append((t[a:b][keep], k[a:b][keep], s[a:b][keep], v[a:b][keep]))
     from il2sim.dosing import cohort_kernel_events
 
@@ -266,12 +308,39 @@ def simulate(
     fstats = np.zeros((n, 2))
     t_stop = np.full(n, np.nan)
     m_base, m_visits = np.full(n, np.nan), np.full((n, visits.size), np.nan)  # for response classes
+    # Inter-occasion variability: each regimen cycle is an occasion with its own parameter values.
+    iov = dict(getattr(sc.population, "iov", None) or {})
+    names = list(model.parameter_names)
+    iov_idx = np.array([names.index(k) for k in iov], dtype=np.int64)
+    n_occ, occ_start = 1, np.zeros(1)
+    if iov:
+        cycle_h = regimen.cycle_days * 24.0
+        n_occ = min(regimen.max_cycles, max(1, math.ceil(float(t_out[-1]) / cycle_h)))
+        occ_start = cycle_h * np.arange(n_occ)
+    occ_bounds = np.searchsorted(t_solve, np.append(occ_start, np.inf))  # [start_k, start_k+1)
+    iov_values = np.empty((n, n_occ, iov_idx.size))
+
     step = max(1, int(chunk_size))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         Pc = np.ascontiguousarray(P[lo:hi])
         cov_c = {k: a[lo:hi] for k, a in cohort.covariates.items()}
-        events = _with_visits(cohort_events(sc, mod, cov_c, Pc, float(t_out[-1]), cohort.subject[lo:hi]), visits)
+        P_occ = None
+        if iov:
+            P_occ = _occasion_parameters(Pc, iov, names, seed, cohort.subject[lo:hi], n_occ)
+            iov_values[lo:hi] = P_occ[:, :, iov_idx]
+            Pc = np.ascontiguousarray(P_occ[:, 0, :])  # occasion 1 holds from t0
+        events = cohort_events(sc, mod, cov_c, Pc, float(t_out[-1]), cohort.subject[lo:hi], P_occ=P_occ)
+        if iov and n_occ > 1:  # each later cycle starts by setting its parameter values
+            m = (n_occ - 1) * iov_idx.size
+            shape = (hi - lo, m)
+            events = _merge_events(
+                events, np.broadcast_to(np.repeat(occ_start[1:], iov_idx.size), shape),
+                np.full(shape, int(EventKind.PARAM), np.int64),
+                np.broadcast_to(np.tile(iov_idx, n_occ - 1), shape),
+                P_occ[:, 1:, iov_idx].reshape(shape),
+            )
+        events = _with_visits(events, visits)
         Y0 = np.empty((hi - lo, ns))
         mod.eval_initial(Pc, Y0)
 
@@ -284,7 +353,16 @@ def simulate(
                 m_code, 1, 0.0, np.ascontiguousarray(Y0[rows]), Pr, t_solve, *ev,
                 solver.rtol, atol_vec, solver.h0, solver.hmax, solver.max_steps, Ys, st, ct, ft,
             )
-            mod.eval_outputs(t_solve, Ys, Pr, Os)
+            if P_occ is None:
+                mod.eval_outputs(t_solve, Ys, Pr, Os)
+            else:  # outputs with each occasion's parameters
+                for k in range(n_occ):
+                    a, b = occ_bounds[k], occ_bounds[k + 1]
+                    if b > a:
+                        Ok = np.empty((rows.size, b - a, no))
+                        mod.eval_outputs(t_solve[a:b], np.ascontiguousarray(Ys[:, a:b]),
+                                         np.ascontiguousarray(P_occ[rows, k]), Ok)
+                        Os[:, a:b] = Ok
             Y[lo + rows] = Ys[:, i_out]
             O[lo + rows] = Os[:, i_out]
             Y_obs[lo + rows], O_obs[lo + rows] = Ys[:, i_obs], Os[:, i_obs]
@@ -336,6 +414,14 @@ def simulate(
         covariate_units=cohort.covariate_units, subject=cohort.subject, status=status,
         stats=stats, fstats=fstats, variables=variables, attrs=attrs,
     )
+    for j, name in enumerate(iov):
+        prm = model.parameters[names.index(name)]
+        ds[f"{name}_by_cycle"] = (("subject", "cycle"), iov_values[:, :, j], {
+            "units": prm.unit,
+            "description": f"{prm.description}, per regimen cycle (inter-occasion variability, omega {iov[name]:g})",
+        })
+    if iov:
+        ds = ds.assign_coords(cycle=("cycle", np.arange(1, n_occ + 1), {"description": "regimen cycle (occasion)"}))
     if obs is not None:
         from il2sim.observations import add_observations
 

@@ -242,3 +242,63 @@ def test_nonmem_records_drive_the_cohort(tmp_path):
     np.testing.assert_allclose(ds.C.values[0], oral + infused, rtol=1e-6, atol=1e-6)
     exact1 = bateman(t, [(0.0, 20.0), (24.0, 20.0)], ka, ke, V, F, lag)
     np.testing.assert_allclose(ds.C.values[1], exact1, rtol=1e-6, atol=1e-6)
+
+
+def test_inter_occasion_variability_changes_parameters_per_cycle(tmp_path):
+    from scipy.integrate import solve_ivp
+
+    text = CONFIG.read_text().replace('"../models/onecmt_oral.toml"', f'"{HERE / "models" / "onecmt_oral.toml"}"')
+    cfg = tmp_path / "iov.toml"
+    cfg.write_text(text + "\n[population.iov]\nke = 0.3\nF = 0.2\n")
+    sc = load_scenario(cfg)
+    ds = il2sim.simulate(sc, subjects=3)
+    plain = il2sim.simulate(scenario_plain := load_scenario(CONFIG), subjects=3)
+    # IOV draws from its own stream: covariates and IIV values are unchanged
+    for var in ("ka", "ke", "F", "BSA"):
+        np.testing.assert_array_equal(ds[var].values, plain[var].values)
+    assert ds.ke_by_cycle.dims == ("subject", "cycle") and list(ds.cycle.values) == [1, 2]
+    assert ds.ke_by_cycle.attrs["units"] == "1/h"
+    assert not np.allclose(ds.ke_by_cycle.values[:, 0], ds.ke_by_cycle.values[:, 1])
+    # reference: scipy Radau, dose by dose, with each cycle's ke and F (cycle 2 starts at 168 h)
+    t = ds.time.values
+    for i in range(3):
+        sub = ds.isel(subject=i)
+        ka, V, lag = float(sub.ka), float(sub.V), float(sub.tlag)
+        kes, Fs = sub.ke_by_cycle.values, sub.F_by_cycle.values
+        doses = sorted((td + lag, amt * Fs[int(td // 168.0)]) for td, amt in dose_list(scenario_plain, float(sub.BSA)))
+        breaks = sorted({0.0, 168.0, t[-1]} | {d[0] for d in doses})
+        y, out = np.zeros(2), np.zeros(t.size)
+        for a, b in zip(breaks[:-1], breaks[1:]):
+            y[0] += sum(amt for td, amt in doses if td == a)
+            ke = kes[0] if a < 168.0 else kes[1]
+            sol = solve_ivp(lambda _, x: [-ka * x[0], ka * x[0] - ke * x[1]], (a, b), y, method="Radau",
+                            rtol=1e-11, atol=1e-13, dense_output=True)
+            m = (t >= a) & (t < b) if b < t[-1] else (t >= a)
+            out[m] = sol.sol(t[m])[1]
+            y = sol.y[:, -1].copy()
+        np.testing.assert_allclose(sub.Ac.values, out, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(sub.C.values, 1000 * out / V, rtol=1e-6, atol=1e-6)
+
+
+def test_iov_has_the_declared_spread(tmp_path):
+    text = CONFIG.read_text().replace('"../models/onecmt_oral.toml"', f'"{HERE / "models" / "onecmt_oral.toml"}"')
+    text = text.replace("max_cycles = 2", "max_cycles = 4").replace("end_day = 14", "end_day = 28").replace("dt_h = 1.0", "dt_h = 24.0")
+    cfg = tmp_path / "iov.toml"
+    cfg.write_text(text + "\n[population.iov]\nV = 0.25\n")
+    ds = il2sim.simulate(load_scenario(cfg), subjects=1500, variables=["C"])
+    kappa = np.log(ds.V_by_cycle.values / ds.V.values[:, None])  # V has no IIV: kappa = omega z
+    n = kappa.size
+    assert kappa.std(ddof=1) == pytest.approx(0.25, abs=4 * 0.25 / np.sqrt(2 * n))
+    assert abs(kappa.mean()) < 4 * 0.25 / np.sqrt(n)
+    r = np.corrcoef(kappa[:, 0], kappa[:, 1])[0, 1]
+    assert abs(r) < 4 / np.sqrt(kappa.shape[0])  # occasions independent
+
+
+def test_iov_config_errors(tmp_path):
+    text = CONFIG.read_text().replace('"../models/onecmt_oral.toml"', f'"{HERE / "models" / "onecmt_oral.toml"}"')
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text + "\n[population.iov]\nkee = 0.3\nV = -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_scenario(cfg)
+    assert "bad.toml: population.iov.V: expected a number >= 0, got -1" in str(info.value)
+    assert "bad.toml: population.iov.kee: unknown model parameter 'kee' (did you mean 'ke'?)" in str(info.value)
