@@ -9,7 +9,8 @@ warm cache and one subject is solved first (numba's JIT loading, not counted), t
 
 Columns: wall = run_cohort's wall time (store creation, solves, writes, finalising);
 solve = the kernels' share, summed over chunks; subj/s = N / wall; peak RSS = the process's
-``VmHWM`` (high-water mark of resident memory), and ``after load`` its RSS before the run.
+``VmHWM`` (high-water mark of resident memory) at the end and after the first chunk, and
+``after load`` its RSS before the run.
 """
 
 from __future__ import annotations
@@ -47,14 +48,16 @@ config, out, n, chunk, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int
 il2sim.simulate(config, subjects=1)  # load the compiled model and JIT caches: not part of the run
 rss_loaded = vm("VmRSS")
 t0 = time.perf_counter()
+hwm = []  # high-water mark after each chunk: shows where memory grows, if it does
 run = run_cohort(config, out, subjects=n, chunk_size=chunk, progress=False,
-                 workers=None if workers == "0" else int(workers))
+                 workers=None if workers == "0" else int(workers), on_chunk=lambda info: hwm.append(vm("VmHWM")))
 wall = time.perf_counter() - t0
 import xarray as xr
 with xr.open_zarr(out, chunks=None) as ds:
     solve = float(ds.attrs["solve_seconds"]); n_times = ds.sizes["time"]; n_vars = sum(1 for v in ds.data_vars if ds[v].dims == ("subject", "time"))
 print(json.dumps({"n": n, "wall": wall, "solve": solve, "chunks": run.n_chunks, "failed": run.n_failed,
-                  "rss_loaded": rss_loaded, "hwm": vm("VmHWM"), "n_times": n_times, "n_vars": n_vars}))
+                  "rss_loaded": rss_loaded, "hwm": vm("VmHWM"), "hwm_first": hwm[0], "hwm_growth_at": [i for i in range(1, len(hwm)) if hwm[i] > hwm[i - 1] + 8],
+                  "n_times": n_times, "n_vars": n_vars}))
 """
 
 
@@ -75,7 +78,7 @@ def main() -> None:
     print(f"config: {args.config}; chunk size {args.chunk_size}; "
           f"{'in-process, numba threads ' + os.environ.get('NUMBA_NUM_THREADS', str(os.cpu_count())) if not args.workers else f'{args.workers} dask workers'}")
     print(f"{'N':>8} {'chunks':>7} {'wall (s)':>9} {'solve (s)':>10} {'subj/s':>8} {'ms/subj':>8} "
-          f"{'after load (MiB)':>17} {'peak RSS (MiB)':>15} {'store (MiB)':>12} {'failed':>7}", flush=True)
+          f"{'after load (MiB)':>17} {'peak, 1st chunk':>16} {'peak RSS (MiB)':>15} {'store (MiB)':>12} {'failed':>7}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="bench_cohort_"))
     try:
         for n in args.n:
@@ -89,8 +92,9 @@ def main() -> None:
             r = json.loads(res.stdout.strip().splitlines()[-1])
             size = du(out) / 2**20
             print(f"{n:8d} {r['chunks']:7d} {r['wall']:9.2f} {r['solve']:10.2f} {n / r['wall']:8.1f} {1000 * r['wall'] / n:8.2f} "
-                  f"{r['rss_loaded']:17.0f} {r['hwm']:15.0f} {size:12.0f} {r['failed']:7d}"
-                  f"   ({r['n_vars']} trajectories x {r['n_times']} times; process {time.perf_counter() - t0:.0f} s)", flush=True)
+                  f"{r['rss_loaded']:17.0f} {r['hwm_first']:16.0f} {r['hwm']:15.0f} {size:12.0f} {r['failed']:7d}"
+                  f"   ({r['n_vars']} trajectories x {r['n_times']} times; process {time.perf_counter() - t0:.0f} s"
+                  + (f"; peak grew > 8 MiB after chunks {r['hwm_growth_at'][:8]}" if r['hwm_growth_at'] else "") + ")", flush=True)
             if not args.keep:
                 shutil.rmtree(out, ignore_errors=True)
     finally:
