@@ -7,7 +7,7 @@ parameter, in declared order). A subject is therefore the same patient whatever 
 size, the chunking or the number of threads. Other per-subject streams hang off the same
 subject key with a second element, so they never shift the parameter draws:
 ``(i, 1)`` residual error of simulated observations (il2sim.observations), ``(i, 2)`` the row of
-a covariate CSV when rows are resampled.
+a covariate CSV when rows are resampled, ``(i, 3)`` inter-occasion deviates.
 
 Parameters of subject ``i``::
 
