@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--ref-subjects", type=int, default=4)
     ap.add_argument("--rtol", type=float, default=1e-6)
     ap.add_argument("--atol", type=float, default=1e-9)
+    ap.add_argument("--matched-rtol", type=float, default=None,
+                    help="also run il2sim rodas5p at this looser rtol, to compare at equal accuracy (see the error columns)")
     args = ap.parse_args()
 
     print(banner())
@@ -127,6 +129,10 @@ def main() -> None:
                 err = max_rel_error(model, mod, t_out, Y[:nref], Yref, P[:nref])
                 rows.append((n, f"il2sim {method}", threads, sec, sec / n, err, int(ct[:, 3].mean()), int((st != 0).sum())))
         numba.set_num_threads(1)
+        if args.matched_rtol:
+            sec, Y, st, ct = il2sim_run(mod, "rodas5p", Pn, Y0n, t_out, evn, args.matched_rtol, atol)
+            err = max_rel_error(model, mod, t_out, Y[:nref], Yref, P[:nref])
+            rows.append((n, f"il2sim rodas5p rtol {args.matched_rtol:g}", 1, sec, sec / n, err, int(ct[:, 3].mean()), int((st != 0).sum())))
         ns_sp = min(n, args.scipy_subjects)
         for method in ("LSODA", "BDF"):
             t0 = time.perf_counter()
