@@ -23,8 +23,8 @@ Times: ``at_day``/``window_day`` are days since t = 0 (midnight before the first
 ``at_day = 28`` is t = 672 h; the regimen's day numbers are 1-based (day 1 starts at t = 0).
 
 Residual used by calibration: ``(simulated - reported) / sigma`` for a numeric ``reported``;
-for a text ``reported`` (a bound or a qualitative finding) the distance outside the band divided
-by ``sigma`` (zero inside the band).
+for a text ``reported`` (a bound or a qualitative finding) the distance outside the band, narrowed
+by 10 % of its width at each side so that a fit does not stop on the edge, divided by ``sigma``.
 
 Calibration stages::
 
@@ -125,6 +125,10 @@ class Target:
         if self.reported is not None:
             return (simulated - self.reported) / self.scale
         lo, hi = self.band
+        # aim inside the band, not at its edge: a fit that stops on the edge falls out of it
+        # with any round-off or resampling (10 % of the width, or of the finite edge)
+        margin = 0.1 * ((hi - lo) if math.isfinite(hi - lo) else abs(lo if math.isfinite(lo) else hi))
+        lo, hi = lo + margin, hi - margin
         return (max(lo - simulated, 0.0) + max(simulated - hi, 0.0)) / self.scale
 
     def passed(self, simulated: float) -> bool:

