@@ -70,8 +70,18 @@ def _cmd_run(args) -> int:
                 wanted = [v for v in ds.data_vars if ds[v].dims == ("subject", "time")][:6]
             shown = ds[[*wanted, "status"]].isel(subject=slice(0, FIGURE_SUBJECTS)).load()
             fig_path = out.with_name(out.stem + "_trajectories.png")
-            trajectories(shown, wanted, fig_path)
+            # the response over the first cycle; the tumour over the whole horizon
+            cycle_h = sc.regimen.cycle_days * 24.0 if sc.regimen is not None else float(ds.time[-1])
+            first = [v for v in wanted if v != "M"] or wanted
+            n_shown = shown.sizes["subject"]
+            span = "first cycle" if cycle_h < float(ds.time[-1]) else f"{cycle_h / 24:g} days"
+            trajectories(shown.sel(time=slice(0.0, cycle_h)), first, fig_path,
+                         title=f"{sc.name}: {span}, median and 5–95 % of {n_shown} subjects")
             figures = [fig_path, fig_path.with_suffix(".svg")]
+            if "M" in wanted and cycle_h < float(ds.time[-1]):
+                m_path = out.with_name(out.stem + "_M.png")
+                trajectories(shown, ["M"], m_path, title=f"{sc.name}: serum M-protein, {n_shown} subjects")
+                figures += [m_path, m_path.with_suffix(".svg")]
         if not args.quiet:
             a = ds.attrs
             compile_s = a.get("compile_seconds", a.get("codegen_seconds", 0.0))

@@ -19,10 +19,13 @@ def trajectories(
     time_unit: str = "d",
     band: tuple[float, float] = (5.0, 95.0),
     title: str | None = None,
+    log: tuple[str, ...] = ("C", "C_IU"),
 ):
     """Plot median and ``band`` percentiles over subjects of each variable against time.
 
-    Returns the matplotlib Figure; writes PNG (and SVG beside it) when ``path`` is given.
+    Variables named in ``log`` (serum IL-2 by default: pulses of 100s of pM next to a few pM)
+    get a logarithmic axis. Returns the matplotlib Figure; writes PNG (and SVG beside it) when
+    ``path`` is given.
     """
     import matplotlib
 
@@ -47,6 +50,9 @@ def trajectories(
         ax.set_xlabel(f"time ({time_unit})")
         ax.set_title(ds[name].attrs.get("description", name), fontsize=9)
         ax.grid(alpha=0.3)
+        if name in log and y.size and np.nanmax(y) > 0:
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=max(np.nanpercentile(y[y > 0], 1) if (y > 0).any() else 1e-3, np.nanmax(y) * 1e-4))
     for ax in list(axes.flat)[len(variables):]:
         ax.set_visible(False)
     if variables:
