@@ -446,24 +446,12 @@ def _population(d: Any, source: str) -> tuple[PopulationSpec, list[str]]:
         if dist == "uniform" and {"low", "high"} <= params.keys() and params["low"] >= params["high"]:
             problems.append(f"{source}: {f}: expected low < high, got low={params['low']!r}, high={params['high']!r}")
         covs.append(CovariateSpec(cname, dist, params, float(lo), float(hi), str(spec.get("unit", ""))))
-    iiv = d.get("iiv", {})
-    if (msg := v.check_table(iiv, source, "population.iiv")) is not None:
-        problems.append(msg)
-        iiv = {}
-    for pname, omega in iiv.items():
-        if (msg := v.check_number(omega, source, f"population.iiv.{pname}", lower=0)) is not None:
-            problems.append(msg)
-    correlations, p = _correlations(d.get("correlation", {}), iiv, source)
+    iiv_ok, p = _omegas(d.get("iiv", {}), source, "population.iiv")
     problems += p
-    iiv_ok = {k: float(x) for k, x in iiv.items() if not isinstance(x, bool) and isinstance(x, (int, float))}
-    iov = d.get("iov", {})
-    if (msg := v.check_table(iov, source, "population.iov")) is not None:
-        problems.append(msg)
-        iov = {}
-    for pname, omega in iov.items():
-        if (msg := v.check_number(omega, source, f"population.iov.{pname}", lower=0)) is not None:
-            problems.append(msg)
-    iov_ok = {k: float(x) for k, x in iov.items() if not isinstance(x, bool) and isinstance(x, (int, float))}
+    correlations, p = _correlations(d.get("correlation", {}), iiv_ok, source)
+    problems += p
+    iov_ok, p_iov = _omegas(d.get("iov", {}), source, "population.iov")
+    problems += p_iov
     spec = PopulationSpec(int(subjects), tuple(covs), iiv_ok, str(formula), correlations, iov_ok)
     if correlations and not p:
         from il2sim.population import omega_cholesky
@@ -473,6 +461,19 @@ def _population(d: Any, source: str) -> tuple[PopulationSpec, list[str]]:
         except ConfigError as exc:
             problems.append(f"{source}: {exc}")
     return spec, problems
+
+
+def _omegas(d: Any, source: str, field_: str) -> tuple[dict[str, float], list[str]]:
+    """A table of omegas (SD of the log-parameter, >= 0) per parameter name."""
+    if (msg := v.check_table(d, source, field_)) is not None:
+        return {}, [msg]
+    problems, out = [], {}
+    for name, omega in d.items():
+        if (msg := v.check_number(omega, source, f"{field_}.{name}", lower=0)) is not None:
+            problems.append(msg)
+        else:
+            out[name] = float(omega)
+    return out, problems
 
 
 def _correlations(d: Any, iiv: dict, source: str) -> tuple[dict[tuple[str, str], float], list[str]]:
