@@ -42,7 +42,7 @@ def main() -> None:
     print(f"config: {config}")
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, IL2SIM_CACHE_DIR=cache, NUMBA_CACHE_DIR=os.path.join(cache, "numba"))
-        print(f"{'start':<6} {'process wall (s)':>17} {'in-process (s)':>15} {'codegen cold':>13} {"codegen (s)":>12}")
+        print(f"{'start':<6} {'process wall (s)':>17} {'in-process (s)':>15} {'codegen cold':>13} {'codegen (s)':>12}")
         for label in ("cold", "warm", "warm"):
             wall, out = run_once(config, env)
             inproc, cold, comp, status = out.split()
