@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from il2sim import _validate as v
+from il2sim.endpoints import biexponential_half_lives, clip_window, interp_at
 
 __all__ = [
     "STATISTICS", "SUMMARIES", "PER_SUBJECT", "Target", "TargetResult", "CalibrationStage",
@@ -394,59 +395,9 @@ def parse_calibration(d: Any, source: str) -> tuple[CalibrationSpec | None, list
 # ------------------------------------------------------------------------------ evaluation
 
 
-def _interp_rows(t: np.ndarray, y: np.ndarray, at: float) -> np.ndarray:
-    j = int(np.searchsorted(t, at))
-    if j < t.size and t[j] == at:
-        return y[:, j]
-    if j == 0 or j >= t.size:
-        raise ValueError(f"time {at:g} h is outside the simulated grid {t[0]:g}–{t[-1]:g} h")
-    w = (at - t[j - 1]) / (t[j] - t[j - 1])
-    return (1 - w) * y[:, j - 1] + w * y[:, j]
-
-
-def _window(t: np.ndarray, y: np.ndarray, window: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    a, b = window
-    if a < t[0] - 1e-9 or b > t[-1] + 1e-9:
-        raise ValueError(f"window {a:g}–{b:g} h is outside the simulated grid {t[0]:g}–{t[-1]:g} h")
-    inner = (t > a) & (t < b)
-    tt = np.concatenate([[a], t[inner], [b]])
-    yy = np.concatenate([_interp_rows(t, y, a)[:, None], y[:, inner], _interp_rows(t, y, b)[:, None]], axis=1)
-    return tt, yy
-
-
-def biexponential_half_lives(t: np.ndarray, c: np.ndarray) -> tuple[float, float]:
-    """Half-lives (same unit as ``t``) of ``A e^(-a t) + B e^(-b t)`` fitted to ``c`` > 0.
-
-    Curve peeling gives the start (terminal slope from the last 40 % of points, initial slope
-    from the early residuals); a least-squares fit of log c refines it, as NCA software does.
-    """
-    from scipy.optimize import least_squares
-
-    t = np.asarray(t, float) - float(t[0])
-    c = np.asarray(c, float)
-    ok = c > 0
-    t, c = t[ok], c[ok]
-    if t.size < 5:
-        return math.nan, math.nan
-    late = t >= t[0] + 0.6 * (t[-1] - t[0])
-    sb, ib = np.polyfit(t[late], np.log(c[late]), 1)
-    b0 = max(-sb, 1e-6)
-    resid = c - np.exp(ib) * np.exp(-b0 * t)
-    early = (t <= t[0] + 0.25 * (t[-1] - t[0])) & (resid > 0)
-    if early.sum() >= 2:
-        sa, ia = np.polyfit(t[early], np.log(resid[early]), 1)
-        a0, A0 = max(-sa, 2 * b0), math.exp(ia)
-    else:
-        a0, A0 = 5 * b0, c[0] / 2
-    x0 = np.log([max(A0, 1e-12), a0 - b0, max(math.exp(ib), 1e-12), b0])
-
-    def f(x):  # a = b + exp(x1) keeps a > b
-        A, da, B, b = np.exp(x)
-        return np.log(A * np.exp(-(b + da) * t) + B * np.exp(-b * t)) - np.log(c)
-
-    sol = least_squares(f, x0, method="lm", x_scale="jac")
-    A, da, B, b = np.exp(sol.x)
-    return math.log(2) / (b + da), math.log(2) / b
+# The grid statistics (value at a time, windows, half-lives) are shared with il2sim.endpoints.
+_interp_rows = interp_at
+_window = clip_window
 
 
 def per_subject_values(ds, target: Target) -> np.ndarray:
