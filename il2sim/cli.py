@@ -1,4 +1,4 @@
-"""Command line: ``il2sim run | validate | models | report``.
+"""Command line: ``il2sim run | validate | models | report | sweep``.
 
 Errors in the user's input are printed as one paragraph and exit with status 2; ``--debug``
 shows the traceback instead.
@@ -156,6 +156,95 @@ def _cmd_report(args) -> int:
     return 0
 
 
+EPILOG_SWEEP = """examples:
+  il2sim sweep configs/sweep_maintenance_dose.toml
+  il2sim sweep configs/sweep_schedule.toml --subjects 20 --seed 3 --out results/schedule.zarr
+  il2sim sweep configs/sweep_dose_loading_2d.toml --set sweep.factor[0].levels=3
+  il2sim sweep configs/sobol_eos_nk.toml --set sensitivity.N=32   # a [sensitivity] config: Sobol indices
+
+A [sweep] config runs every design point on the same virtual patients and writes a .zarr store
+(or .nc) with a scenario dimension; a [sensitivity] config (and no [sweep]) writes Sobol indices
+as a CSV table (first-order S1, total ST and their bootstrap intervals) and prints them.
+"""
+
+
+def _cmd_sweep(args) -> int:
+    """A [sweep] config: scenarios into a store, one summary line each; a [sensitivity] config: Sobol indices."""
+    import tomllib
+
+    overrides = _parse_set(args.set)
+    try:
+        data = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise Il2simError(f"{args.config}: cannot read as TOML: {exc}") from None
+    has_sweep = "sweep" in data or any(k.startswith("sweep.") for k in overrides)
+    if not has_sweep and "sensitivity" in data:
+        return _cmd_sensitivity(args, overrides)
+    from il2sim.sensitivity import endpoint_values
+    from il2sim.sweep import sweep
+
+    t0 = time.perf_counter()
+    name = data.get("scenario", {}).get("name", Path(args.config).stem)
+    out = Path(args.out) if args.out else Path("results") / f"{name}.zarr"
+    if out.exists() and not args.overwrite:
+        raise Il2simError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    zarr_out = out.suffix == ".zarr"
+    ds = sweep(args.config, subjects=args.subjects, seed=args.seed, overrides=overrides,
+               out=out if zarr_out else None, overwrite=args.overwrite, progress=False if args.quiet else None)
+    if not zarr_out:
+        from il2sim.results import write_netcdf
+
+        write_netcdf(ds, out, overwrite=args.overwrite)
+    factors = [f.strip() for f in ds.attrs["sweep_factors"].split(",")]
+    folds = [v for v in ("Treg", "NK", "Eos") if v in ds]
+    if not args.quiet:
+        print(f"il2sim sweep {name}: {ds.sizes['scenario']} scenarios ({ds.attrs['sweep_design']}) x "
+              f"{ds.sizes['subject']} subjects, {time.perf_counter() - t0:.1f} s")
+        med = {v: endpoint_values(ds, f"peak_fold({v})", summary="median").values for v in folds}
+        ok = (ds["status"] == "ok").sum("subject").values
+        head = "  " + "  ".join(f"{f:>14}" for f in factors) + "".join(f"  {v + ' peak':>10}" for v in folds) + "    ok"
+        print(head + ("   (median peak fold over subjects)" if folds else ""))
+        for i in range(ds.sizes["scenario"]):
+            vals = "  ".join(f"{_fmt(ds[f].values[i]):>14}" for f in factors)
+            print(f"  {vals}" + "".join(f"  {med[v][i]:>10.3g}" for v in folds) + f"  {int(ok[i]):>4}")
+        print(f"  wrote {out}")
+    ds.close()
+    return 0
+
+
+def _fmt(x) -> str:
+    """A factor value for a table: numbers to 4 significant digits, anything else as text."""
+    import numpy as np
+
+    return f"{x:.4g}" if isinstance(x, (float, np.floating)) else str(x)
+
+
+def _cmd_sensitivity(args, overrides: dict) -> int:
+    from il2sim.sensitivity import sensitivity
+
+    t0 = time.perf_counter()
+    table, ds = sensitivity(args.config, subjects=args.subjects, seed=args.seed, overrides=overrides,
+                            progress=False if args.quiet else None)
+    out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem}_sobol.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not args.overwrite:
+        raise Il2simError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+    tmp = out.with_name(out.name + ".partial")
+    if out.suffix == ".nc":
+        ds.to_netcdf(tmp, engine="h5netcdf")
+    else:
+        table.to_csv(tmp, index=False)
+    tmp.replace(out)
+    if not args.quiet:
+        print(f"il2sim sweep {args.config}: Sobol indices, N = {ds.attrs['N']}, {ds.sizes['run']} runs, "
+              f"{time.perf_counter() - t0:.1f} s ({ds.attrs['confidence']:.0%} bootstrap intervals)")
+        for _, r in table.sort_values(["endpoint", "rank"]).iterrows():
+            print(f"  {r.endpoint:<16} {r.parameter:<12} S1 {r.S1:6.3f} [{r.S1_low:6.3f}, {r.S1_high:6.3f}]   "
+                  f"ST {r.ST:6.3f} [{r.ST_low:6.3f}, {r.ST_high:6.3f}]")
+        print(f"  wrote {out}")
+    return 0
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="il2sim", description="Simulate subcutaneous IL-2 therapy: PK, immune response, tumour.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -204,6 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--subjects", type=int, help="number of virtual subjects (default: the config's)")
     rep.add_argument("--seed", type=int, help="random seed (default: the config's)")
     rep.set_defaults(func=_cmd_report)
+    swp = sub.add_parser("sweep", help="run a config over a design of doses, schedules or parameters ([sweep]), "
+                                       "or compute Sobol indices ([sensitivity])", epilog=EPILOG_SWEEP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    swp.add_argument("config", help="scenario TOML file with a [sweep] or [sensitivity] table")
+    swp.add_argument("--out", help="sweep: PATH.zarr (streamed, default results/<scenario>.zarr) or PATH.nc; "
+                                    "sensitivity: PATH.csv (default results/<config>_sobol.csv) or PATH.nc")
+    swp.add_argument("--subjects", type=int, help="virtual subjects per scenario (the same patients in every scenario)")
+    swp.add_argument("--seed", type=int, help="sweep: the patients' seed; sensitivity: the Sobol sample's seed")
+    swp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    swp.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    swp.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    swp.set_defaults(func=_cmd_sweep)
     return parser
 
 

@@ -27,11 +27,11 @@ import numpy as np
 
 import il2sim
 from il2sim.errors import ConfigError
+from il2sim.plot import RESPONSE_COLOURS, swimmer, waterfall
 from il2sim.targets import TargetResult, evaluate_targets
 
 __all__ = ["write_report", "target_table", "RESPONSE_COLOURS"]
 
-RESPONSE_COLOURS = {"PR": "#1a9850", "MR": "#91cf60", "SD": "#fdae61", "PD": "#d73027"}
 CELL_VARIABLES = ("Treg", "CD4", "CD8", "CD4_CD8", "NK", "Eos", "sIL2R")
 
 
@@ -129,49 +129,8 @@ def _figure_cells(ds, cycle_h: float, path: Path) -> Path | None:
     return path
 
 
-def _figure_waterfall(ds, path: Path) -> Path:
-    plt = _plt()
-    best = ds["best_M_change"].values
-    resp = ds["response"].values.astype(str)
-    order = np.argsort(-np.nan_to_num(best, nan=-np.inf))
-    fig, ax = plt.subplots(figsize=(7, 3.6), constrained_layout=True)
-    ax.bar(np.arange(best.size), best[order], color=[RESPONSE_COLOURS.get(r, "0.5") for r in resp[order]])
-    for y, ls in ((-50, "--"), (-25, ":"), (25, ":")):
-        ax.axhline(y, color="0.4", ls=ls, lw=0.8)
-    ax.set_xticks(np.arange(best.size), [str(int(s)) for s in ds["subject"].values[order]], fontsize=7)
-    ax.set_xlabel("subject")
-    ax.set_ylabel("best M-protein change (%)")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in RESPONSE_COLOURS.values()]
-    ax.legend(handles, list(RESPONSE_COLOURS), fontsize=8, frameon=False, ncol=4)
-    ax.set_title("best sustained change from baseline at assessment visits", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
+def _save_png(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _figure_swimmer(ds, path: Path) -> Path:
-    plt = _plt()
-    days = ds["days_on_therapy"].values
-    resp = ds["response"].values.astype(str)
-    prog = ds["progression_day"].values
-    order = np.argsort(days)
-    fig, ax = plt.subplots(figsize=(7, 0.25 * days.size + 1.4), constrained_layout=True)
-    for k, i in enumerate(order):
-        ax.barh(k, days[i], color=RESPONSE_COLOURS.get(resp[i], "0.5"), height=0.7)
-        if not np.isnan(prog[i]):
-            ax.plot(days[i], k, marker="|", color="k", ms=8)
-        else:
-            ax.plot(days[i], k, marker=">", color="k", ms=4)
-    ax.set_yticks(np.arange(days.size), [str(int(s)) for s in ds["subject"].values[order]], fontsize=7)
-    ax.set_xlabel("days on therapy")
-    ax.set_ylabel("subject")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in RESPONSE_COLOURS.values()]
-    ax.legend(handles, list(RESPONSE_COLOURS), fontsize=8, frameon=False, ncol=4, loc="lower right")
-    ax.set_title(f"days on therapy (| progression, > still on therapy); mean {np.nanmean(days):.0f} d", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -203,8 +162,8 @@ def write_report(config: str | Path, out: str | Path | None = None, *, subjects:
             "cells": _figure_cells(ds, cycle_h, tmp / "cells.png"),
         }
         if "response" in ds:
-            figures["waterfall"] = _figure_waterfall(ds, tmp / "waterfall.png")
-            figures["swimmer"] = _figure_swimmer(ds, tmp / "swimmer.png")
+            figures["waterfall"] = _save_png(waterfall(ds, criteria=sc.response), tmp / "waterfall.png")
+            figures["swimmer"] = _save_png(swimmer(ds), tmp / "swimmer.png")
         (tmp / "report.md").write_text(_markdown(sc, ds, results, figures, status_summary(ds)), encoding="utf-8")
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -268,7 +227,7 @@ def _markdown(sc, ds, results, figures, status: str) -> str:
     captions = {
         "pk": "Serum IL-2 (pM) over days 1–4 (first doses) and days 29–31; dotted line 10 pM.",
         "cells": "Cell counts, CD4/CD8 and sIL-2R over the first cycle: median and 5–95 % band.",
-        "waterfall": "Best sustained M-protein change per subject (dashed −50 %, dotted ±25 %).",
+        "waterfall": "Best sustained M-protein change per subject (dashed −50 %: PR, dotted −25 %: MR).",
         "swimmer": "Days on therapy per subject, coloured by best response.",
     }
     lines += ["## Figures", ""]
