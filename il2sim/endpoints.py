@@ -7,7 +7,8 @@ Two views of the same numbers:
   cycle, time_h, category``;
 * :func:`add_endpoints` → the results Dataset with one variable per endpoint, e.g.
   ``Cmax_dose`` (subject, dose), ``Cmax_cycle`` (subject, cycle), ``Eos_peak_fold`` (subject),
-  each with ``units`` and ``description`` attrs.
+  each with ``units`` and ``description`` attrs. (In a sweep whose factor is called ``dose``,
+  that name is a coordinate on ``scenario``; the dose dimension is then ``dose_index``.)
 
 Both take a list of :class:`Endpoint` specs (default :data:`DEFAULT`) and work on any Dataset
 whose variables have ``time`` as the last dimension: a cohort (subject, time) or a sweep
@@ -83,7 +84,7 @@ import pandas as pd
 import xarray as xr
 
 __all__ = [
-    "KINDS", "Endpoint", "DEFAULT", "compute_endpoints", "add_endpoints", "dose_table",
+    "KINDS", "Endpoint", "DEFAULT", "parse_endpoints", "compute_endpoints", "add_endpoints", "dose_table",
     "interp_at", "clip_window", "window_statistic", "biexponential_half_lives", "grid_is_exact",
 ]
 
@@ -204,6 +205,73 @@ DEFAULT: tuple[Endpoint, ...] = (
     Endpoint("TTP_censored", "ttp_censored", "M"),
     Endpoint("days_on_therapy", "days_on_therapy", "M"),
 )
+
+
+_SPEC_KEYS = ("name", "kind", "variable", "per", "at_h", "at_day", "window_h", "window_day", "interval_h",
+              "reference", "time_unit", "pre_dose", "description")
+
+
+def parse_endpoints(items: Any, source: str = "endpoints") -> tuple[Endpoint, ...]:
+    """Endpoint specs from a list of tables (e.g. ``[[endpoints]]`` in a TOML file).
+
+    Keys are the fields of :class:`Endpoint`; ``at_day``/``window_day`` may replace
+    ``at_h``/``window_h``. Raises :class:`~il2sim.errors.ConfigError` listing every problem::
+
+        [[endpoints]]
+        name = "Eos_peak_fold"
+        kind = "peak_fold"
+        variable = "Eos"
+        window_day = [0, 84]
+    """
+    from il2sim import _validate as v
+    from il2sim.errors import ConfigError
+
+    if not isinstance(items, list):
+        raise ConfigError(f"{source}: expected an array of tables ([[endpoints]]), got {v.describe(items)}")
+    out, problems, seen = [], [], set()
+    for i, d in enumerate(items):
+        f = f"endpoints[{i}]"
+        if (msg := v.check_table(d, source, f)) is not None:
+            problems.append(msg)
+            continue
+        p0 = len(problems)
+        problems += v.unknown_keys(d, _SPEC_KEYS, source, f)
+        for key in ("name", "kind", "variable"):
+            if not isinstance(d.get(key), str) or not d.get(key):
+                problems.append(f"{source}: {f}.{key}: required, a non-empty string; got {v.describe(d.get(key))}")
+        kw = {k: d[k] for k in ("name", "kind", "variable", "per", "interval_h", "reference", "time_unit", "pre_dose",
+                                "description") if k in d}
+        for h_key, d_key in (("at_h", "at_day"), ("window_h", "window_day")):
+            if h_key in d and d_key in d:
+                problems.append(f"{source}: {f}: give {h_key} or {d_key}, not both")
+            for key, mult in ((h_key, 1.0), (d_key, 24.0)):
+                if key not in d:
+                    continue
+                x = d[key]
+                if h_key == "at_h":
+                    if (msg := v.check_number(x, source, f"{f}.{key}", lower=0)) is not None:
+                        problems.append(msg)
+                    else:
+                        kw["at_h"] = float(x) * mult
+                elif (isinstance(x, list) and len(x) == 2 and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in x)
+                      and 0 <= x[0] < x[1]):
+                    kw["window_h"] = (float(x[0]) * mult, float(x[1]) * mult)
+                else:
+                    problems.append(f"{source}: {f}.{key}: expected [start, end] with 0 <= start < end, got {v.describe(x)}")
+        if len(problems) > p0:
+            continue
+        try:
+            ep = Endpoint(**kw)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{source}: {f}: {exc}")
+            continue
+        if ep.var_name in seen:
+            problems.append(f"{source}: {f}.name: {ep.var_name!r} is used by an earlier endpoint")
+        seen.add(ep.var_name)
+        out.append(ep)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return tuple(out)
 
 
 # ------------------------------------------------------------------- statistics on a grid
@@ -353,14 +421,19 @@ def _doses_for(regimen, dose_times_h, t_end: float) -> _Doses | None:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def _rows(ds: xr.Dataset, name: str) -> tuple[np.ndarray, list[str], dict]:
-    """Variable ``name`` as (rows × time) with the leading dims and their sizes."""
+def _rows(ds: xr.Dataset, name: str, lead: list[str]) -> np.ndarray:
+    """Variable ``name`` as (rows × time), rows in the order of the leading dims ``lead``."""
     da = ds[name]
     if "time" not in da.dims:
         raise ValueError(f"endpoints: variable {name!r} has no time dimension (dims {da.dims})")
-    da = da.transpose(..., "time")
-    lead = list(da.dims[:-1])
-    return np.asarray(da.values, float).reshape(-1, da.shape[-1]), lead, {d: da.sizes[d] for d in lead}
+    extra = [d for d in da.dims if d not in lead and d != "time"]
+    if extra:
+        raise ValueError(f"endpoints: variable {name!r} has dims {extra} that the other variables lack")
+    missing = {d: ds.sizes[d] for d in lead if d not in da.dims}
+    if missing:  # constant along a leading dim (e.g. a variable that a sweep does not change)
+        da = da.expand_dims(missing)
+    da = da.transpose(*lead, "time")
+    return np.asarray(da.values, float).reshape(-1, da.shape[-1])
 
 
 def _lead_of(ds: xr.Dataset) -> list[str]:
@@ -470,7 +543,7 @@ def _evaluate_one(ds: xr.Dataset, ep: Endpoint, lead: list[str], doses_per: list
     if ep.kind in _TUMOUR:
         return _tumour(ds, ep, lead, shape, coords)
 
-    y, _, _ = _rows(ds, ep.variable)
+    y = _rows(ds, ep.variable, lead)
     window = ep.window_h or (float(t[0]), float(t[-1]))
     k = ep.kind
     if ep.per == "subject":
@@ -484,7 +557,7 @@ def _evaluate_one(ds: xr.Dataset, ep: Endpoint, lead: list[str], doses_per: list
                     return wrap(x / base, units="1", description=f"{ep.variable} at {ep.at_h:g} h / at t = 0")
             return wrap(x - base, units=unit, description=f"{ep.variable} at {ep.at_h:g} h minus at t = 0")
         if k == "fold_ratio":
-            yr, _, _ = _rows(ds, ep.reference)
+            yr = _rows(ds, ep.reference, lead)
             with np.errstate(divide="ignore", invalid="ignore"):
                 if ep.at_h is not None:
                     num = interp_at(t, y, ep.at_h) / interp_at(t, y, 0.0)
@@ -529,14 +602,15 @@ def _evaluate_one(ds: xr.Dataset, ep: Endpoint, lead: list[str], doses_per: list
             dg = doses_per[g]
             out[rows, :dg.times.size] = _per_dose(ep, t, y[rows], dg, None if stop is None else stop[rows])
             dtime[g, :dg.times.size], dcyc[g, :dg.times.size] = dg.times, dg.cycles
-        extra = {"dose": np.arange(1, D + 1)}
+        dd = _index_dim(ds, "dose")
+        extra = {dd: np.arange(1, D + 1)}
         one_schedule = len(doses_per) == 1
-        cdims = ("dose",) if one_schedule else (scen_dim, "dose")
+        cdims = (dd,) if one_schedule else (scen_dim, dd)
         extra["dose_time_h"] = (cdims, dtime[0] if one_schedule else dtime,
                                 {"units": "h", "description": "nominal dose time (before the absorption lag)"})
         if dcyc.any():  # unknown without a regimen
             extra["dose_cycle"] = (cdims, dcyc[0] if one_schedule else dcyc, {"description": "regimen cycle of the dose"})
-        return wrap(out, ("dose",), extra, units=units, description=what + " per dose")
+        return wrap(out, (dd,), extra, units=units, description=what + " per dose")
     results = []
     for g, rows in enumerate(groups):
         v, cycles = _per_cycle(ep, t, y[rows], doses_per[g], None if stop is None else stop[rows])
@@ -545,7 +619,16 @@ def _evaluate_one(ds: xr.Dataset, ep: Endpoint, lead: list[str], doses_per: list
     out = np.full((int(np.prod(shape)), C), np.nan)
     for rows, v, cycles in results:
         out[rows, :cycles.size] = v
-    return wrap(out, ("cycle",), {"cycle": np.arange(1, C + 1)}, units=units, description=what + " per cycle")
+    cd = _index_dim(ds, "cycle")
+    return wrap(out, (cd,), {cd: np.arange(1, C + 1)}, units=units, description=what + " per cycle")
+
+
+def _index_dim(ds: xr.Dataset, name: str) -> str:
+    """``dose``/``cycle``, or ``dose_index``/``cycle_index`` when ``ds`` uses the name otherwise
+    (a sweep factor called ``dose`` is a coordinate on ``scenario``)."""
+    if name not in ds.variables or ds[name].dims == (name,):
+        return name
+    return f"{name}_index"
 
 
 def _row_groups(lead: list[str], shape: list[int], scen_dim: str | None, n_sched: int) -> list[np.ndarray]:
@@ -583,7 +666,7 @@ def _tumour(ds: xr.Dataset, ep: Endpoint, lead: list[str], shape: list[int], coo
         name = f"best_{var}_change"
         if name in ds:
             return wrap(per_subject(name).astype(float), "%", f"best sustained change of {var} from baseline at assessment visits")
-        y, _, _ = _rows(ds, var)
+        y = _rows(ds, var, lead)
         with np.errstate(divide="ignore", invalid="ignore"):
             return wrap(100.0 * (np.nanmin(y, axis=1) - y[:, 0]) / y[:, 0], "%", f"lowest {var} on the output grid vs t = 0 (unconfirmed; no assessment visits in the Dataset)")
     if k == "response":
@@ -700,7 +783,7 @@ def compute_endpoints(
     frames = []
     for ep, da in _evaluate(ds, scenario, endpoints, dose_times_h):
         s = da.drop_vars([c for c in da.coords if c not in da.dims]).to_series()
-        df = s.rename("value").reset_index()
+        df = s.rename("value").reset_index().rename(columns={"dose_index": "dose", "cycle_index": "cycle"})
         df.insert(0, "endpoint", ep.name)
         df["variable"] = ep.variable
         df["unit"] = da.attrs["units"]
@@ -754,8 +837,8 @@ def add_endpoints(
             da = xr.DataArray(np.asarray(da.attrs["category_values"]).astype(str), dims=da.dims, coords=da.coords)
             attrs.pop("categories", None)
             attrs["units"] = ""
-        if "cycle" in da.dims and "cycle" in out.coords and out.sizes["cycle"] != da.sizes["cycle"]:
-            da = da.reindex(cycle=out["cycle"].values)
+        if "cycle" in da.dims and "cycle" in out.dims and out.sizes["cycle"] != da.sizes["cycle"]:
+            da = da.reindex(cycle=out["cycle"].values)  # the cycles of inter-occasion variability
         da.attrs = attrs
         out[name] = da
     return out

@@ -401,3 +401,48 @@ def test_cmax_per_dose_matches_the_closed_form_on_a_simulated_cohort():
             assert abs(float(out["Tmax_dose"].isel(subject=i, dose=k)) - t_star) <= 0.05, (i, k)
         # Tmax counts from the nominal dose time, so it includes the absorption lag
         assert float(out["Tmax_dose"].isel(subject=i, dose=0)) > float(sub.tlag)
+
+
+def test_sweep_factor_called_dose_does_not_clash_with_the_dose_dimension():
+    t = np.arange(0.0, 31.0)
+    c = np.interp(t, KNOTS, VALUES)
+    ds = xr.Dataset({"C": (("scenario", "subject", "time"), np.stack([c[None], 2 * c[None]]), {"units": "pM"})},
+                    coords={"scenario": [0, 1], "subject": [0], "time": t, "dose": ("scenario", [0.5, 1.0], {"units": "MIU/m2"})})
+    eps = [Endpoint("Cmax", "cmax", "C", per="dose")]
+    out = add_endpoints(ds, endpoints=eps, dose_times_h=[0, 10, 20])
+    assert out["Cmax_dose"].dims == ("scenario", "subject", "dose_index")
+    assert out["dose"].values.tolist() == [0.5, 1.0]  # the sweep factor is untouched
+    df = compute_endpoints(ds, endpoints=eps, dose_times_h=[0, 10, 20])
+    assert one(df, "Cmax", scenario=1)["dose"].tolist() == [1, 2, 3]
+    assert one(df, "Cmax", scenario=1)["value"].tolist() == [20.0, 28.0, 24.0]
+
+
+def test_parse_endpoints_from_tables():
+    from il2sim.endpoints import parse_endpoints
+    from il2sim.errors import ConfigError
+
+    eps = parse_endpoints([
+        {"name": "Eos_peak_fold", "kind": "peak_fold", "variable": "Eos", "window_day": [0, 84]},
+        {"name": "Cmax", "kind": "cmax", "variable": "C", "per": "dose"},
+        {"name": "Treg_d28", "kind": "fold_at", "variable": "Treg", "at_day": 28},
+    ])
+    assert eps[0] == Endpoint("Eos_peak_fold", "peak_fold", "Eos", window_h=(0.0, 2016.0))
+    assert eps[1].var_name == "Cmax_dose" and eps[2].at_h == 672.0
+    with pytest.raises(ConfigError) as exc:
+        parse_endpoints([{"name": "x", "kind": "cmin", "variable": "C"}, {"kind": "peak", "variable": "C", "at_hour": 3},
+                         {"name": "y", "kind": "peak", "variable": "C", "window_day": [5, 1]}], "cfg.toml")
+    msg = str(exc.value)
+    assert "cfg.toml: endpoints[0]: Endpoint 'x': kind: expected one of" in msg
+    assert "endpoints[1].name: required" in msg and "at_hour" in msg
+    assert "endpoints[2].window_day: expected [start, end]" in msg
+
+
+def test_variable_without_the_sweep_dimension_is_broadcast():
+    t = np.arange(0.0, 31.0)
+    c = np.interp(t, KNOTS, VALUES)
+    ds = xr.Dataset({"C": (("scenario", "subject", "time"), np.stack([c[None], 2 * c[None]]), {"units": "pM"}),
+                     "Eos": (("subject", "time"), 150 * (1 + t[None] / 30), {"units": "cells/uL"})},
+                    coords={"scenario": ["a", "b"], "subject": [0], "time": t})
+    df = compute_endpoints(ds, endpoints=[Endpoint("Eos_peak_fold", "peak_fold", "Eos"), Endpoint("Cpeak", "peak", "C")])
+    assert one(df, "Eos_peak_fold")["value"].tolist() == [2.0, 2.0]
+    assert one(df, "Cpeak")["value"].tolist() == [14.0, 28.0]
