@@ -73,7 +73,7 @@ from il2sim.errors import ConfigError, Il2simError, ModelSpecError, RegimenError
 
 __all__ = ["Scenario", "SolverSettings", "OutputGrid", "CovariateSpec", "PopulationSpec", "load_scenario"]
 
-SECTIONS = ("scenario", "drug", "regimen", "population", "parameters", "output", "solver", "response", "targets", "calibration", "observations", "events")
+SECTIONS = ("scenario", "drug", "regimen", "population", "parameters", "output", "solver", "response", "targets", "calibration", "observations", "events", "sweep", "sensitivity")
 SOLVER_METHODS = ("rodas5p", "tsit5")
 DISTRIBUTIONS = {
     "normal": ("mean", "sd"),
@@ -171,6 +171,8 @@ class Scenario:
     calibration: Any = None  # il2sim.targets.CalibrationSpec, from [calibration]
     observations: Any = None  # il2sim.observations.ObservationSpec, from [observations]
     events: Any = None  # {subject ID: [Dose, ...]} from NONMEM-style records ([events] file)
+    sweep: Any = None  # il2sim.sweep.SweepDesign, from [sweep]
+    sensitivity: Any = None  # il2sim.sensitivity.SensitivitySpec, from [sensitivity]
 
 
 def _read_toml(path: Path) -> dict:
@@ -288,6 +290,17 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
 
         observations, p = parse_observations(data["observations"], source)
         problems += p
+    sweep_design, sensitivity = None, None
+    if "sweep" in data:
+        from il2sim.sweep import parse_sweep
+
+        sweep_design, p = parse_sweep(data["sweep"], source)
+        problems += p
+    if "sensitivity" in data:
+        from il2sim.sensitivity import parse_sensitivity
+
+        sensitivity, p = parse_sensitivity(data["sensitivity"], source)
+        problems += p
 
     regimen = None
     if "regimen" in data:
@@ -322,7 +335,8 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
         name=str(name), source=source, model=model, models=resolved, drug=drug, regimen=regimen,
         population=population, parameters=parameters, output=output, solver=solver, seed=int(seed),
         description=str(sc.get("description", "")), text=text, response=response, targets=targets,
-        calibration=calibration, observations=observations, events=events,
+        calibration=calibration, observations=observations, events=events, sweep=sweep_design,
+        sensitivity=sensitivity,
     )
 
 
