@@ -1,4 +1,4 @@
-"""Command line: ``il2sim run | validate | models | report | sweep``.
+"""Command line: ``il2sim run | validate | models | report | sweep | plot``.
 
 Errors in the user's input are printed as one paragraph and exit with status 2; ``--debug``
 shows the traceback instead.
@@ -245,6 +245,133 @@ def _cmd_sensitivity(args, overrides: dict) -> int:
         print(f"  wrote {out}")
     return 0
 
+
+EPILOG_PLOT = """examples:
+  il2sim plot results/run.nc                                     # median and 5–95 % of the standard variables
+  il2sim plot results/run.nc --kind spaghetti --var C,M --out figs/run_spaghetti.png
+  il2sim plot results/run.nc --kind waterfall                    # a run with regimen.stop = "progression"
+  il2sim plot results/run.nc --kind swimmer
+  il2sim plot results/sweep.nc --kind km                         # time to progression, one curve per scenario
+  il2sim plot results/sweep.nc --kind dose-response --var days_on_therapy --x dose --logx
+  il2sim plot results/sweep.nc --kind heatmap --var best_M_change --x dose --y interval
+  il2sim plot results/sweep.nc --kind waterfall --scenario 2     # one scenario of a sweep
+  il2sim plot results/sobol.csv --kind sobol                     # columns endpoint, parameter, S1, S1_conf, ST, ST_conf
+writes PATH.png and PATH.svg (default: RESULTS' folder, <stem>_<kind>.png)
+"""
+
+PLOT_KINDS = ("trajectories", "spaghetti", "dose-response", "heatmap", "waterfall", "swimmer", "km", "sobol")
+
+
+def _open_results(path: Path):
+    """A Dataset written by ``il2sim run``/``sweep`` (netCDF or zarr), or a CSV table."""
+    import pandas as pd
+    import xarray as xr
+
+    from il2sim.errors import ConfigError
+
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(path)
+        if path.suffix == ".zarr" or path.is_dir():
+            return xr.open_zarr(path, chunks=None)
+        return xr.open_dataset(path, engine="h5netcdf")
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{path}: cannot be read as results (netCDF, zarr or CSV): {exc}") from None
+
+
+def _cmd_plot(args) -> int:
+    """Each kind maps to one function of il2sim.plot; bad input is a ConfigError from there or here."""
+    import pandas as pd
+
+    from il2sim import plot
+    from il2sim.errors import ConfigError
+
+    path = Path(args.results)
+    kind = args.kind
+    out = Path(args.out) if args.out else path.with_name(f"{path.stem}_{kind.replace('-', '_')}.png")
+    data = _open_results(path)
+    try:
+        if kind == "sobol":
+            table = data
+            if not isinstance(data, pd.DataFrame):  # a Dataset of indices on (endpoint, parameter)
+                names = [v for v in data.data_vars if set(data[v].dims) == {"endpoint", "parameter"}]
+                if not names:
+                    raise ConfigError(f"{path}: no Sobol indices (variables on endpoint x parameter); "
+                                      f"write them with il2sim sweep on a [sensitivity] config")
+                table = data[names].to_dataframe().reset_index()
+            plot.sobol_bars(table, out, endpoints=args.var.split(",") if args.var else None)
+        else:
+            if isinstance(data, pd.DataFrame):
+                if kind != "dose-response":
+                    raise ConfigError(f"{path}: a CSV table can be drawn with --kind sobol or dose-response, not {kind}")
+                plot.dose_response(data, _need(args.x, "--x", kind), out, var=_need(args.var, "--var", kind), logx=args.logx)
+                print(f"il2sim plot: wrote {out.with_suffix('.png')} and {out.with_suffix('.svg')}")
+                return 0
+            ds = data
+            if args.scenario is not None:
+                if "scenario" not in ds.dims:
+                    raise ConfigError(f"--scenario {args.scenario}: {path} has no scenario dimension (a run, not a sweep)")
+                if not -ds.sizes["scenario"] <= args.scenario < ds.sizes["scenario"]:
+                    raise ConfigError(f"--scenario {args.scenario}: {path} holds scenarios 0–{ds.sizes['scenario'] - 1}")
+                ds = ds.isel(scenario=args.scenario)
+            if kind in ("trajectories", "spaghetti"):
+                if args.var:
+                    names = [v.strip() for v in args.var.split(",") if v.strip()]
+                else:
+                    names = [v for v in ("C", "Treg", "CD4", "CD8", "CD4_CD8", "NK", "Eos", "sIL2R", "M") if v in ds]
+                    names = names or [v for v in ds.data_vars if {"subject", "time"} <= set(ds[v].dims)][:6]
+                plot._require(ds, names, kind, ("subject", "time"))
+                keep = [*names, *(["status"] if "status" in ds else [])]
+                shown = ds[keep].isel(subject=slice(0, FIGURE_SUBJECTS)).load()
+                plot.trajectories(shown, names, out, mode="spaghetti" if kind == "spaghetti" else "band",
+                                  time_unit=args.time_unit)
+            elif kind == "dose-response":
+                plot.dose_response(ds, _need(args.x, "--x", kind, ds), out, var=args.var or _default_endpoint(ds, kind),
+                                   logx=args.logx)
+            elif kind == "heatmap":
+                plot.heatmap(ds, _need(args.x, "--x", kind, ds), _need(args.y, "--y", kind, ds), out,
+                             var=args.var or _default_endpoint(ds, kind))
+            elif kind == "waterfall":
+                plot.waterfall(ds, out)
+            elif kind == "swimmer":
+                plot.swimmer(ds, out)
+            else:
+                plot.kaplan_meier(ds, out)
+    finally:
+        if not isinstance(data, pd.DataFrame):
+            data.close()
+    print(f"il2sim plot: wrote {out.with_suffix('.png')} and {out.with_suffix('.svg')}")
+    return 0
+
+
+def _need(value, flag: str, kind: str, ds=None):
+    from il2sim.errors import ConfigError
+
+    if value:
+        return value
+    factors = ""
+    if ds is not None:
+        from il2sim.plot import _factors
+
+        names = _factors(ds)
+        factors = f"; swept factors in these results: {', '.join(names)}" if names else \
+            "; these results have no scenario dimension (write a sweep with il2sim sweep)"
+    raise ConfigError(f"--kind {kind} needs {flag}{' FACTOR' if flag in ('--x', '--y') else ' NAME'}{factors}")
+
+
+def _default_endpoint(ds, kind: str) -> str:
+    from il2sim.errors import ConfigError
+
+    for name in ("days_on_therapy", "best_M_change"):
+        if name in ds:
+            return name
+    per_subject = [str(v) for v in ds.data_vars if "time" not in ds[v].dims and "subject" in ds[v].dims]
+    raise ConfigError(f"--kind {kind} needs --var NAME, an endpoint with one value per subject; "
+                      f"candidates: {', '.join(per_subject) or 'none'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="il2sim", description="Simulate subcutaneous IL-2 therapy: PK, immune response, tumour.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -293,6 +420,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--subjects", type=int, help="number of virtual subjects (default: the config's)")
     rep.add_argument("--seed", type=int, help="random seed (default: the config's)")
     rep.set_defaults(func=_cmd_report)
+
+    plt_ = sub.add_parser("plot", help="draw a figure from results written by run or sweep (PNG and SVG)",
+                          epilog=EPILOG_PLOT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    plt_.add_argument("results", metavar="RESULTS", help="results file: .nc or .zarr from il2sim run/sweep, or a .csv table")
+    plt_.add_argument("--kind", choices=PLOT_KINDS, default="trajectories", help="figure to draw (default trajectories)")
+    plt_.add_argument("--var", metavar="V", help="variable or endpoint; for trajectories a comma-separated list; "
+                                                "for sobol, endpoints to show")
+    plt_.add_argument("--x", metavar="FACTOR", help="swept factor on the x axis (dose-response, heatmap)")
+    plt_.add_argument("--y", metavar="FACTOR", help="swept factor on the y axis (heatmap)")
+    plt_.add_argument("--scenario", type=int, metavar="K", help="draw only scenario K (index) of a sweep")
+    plt_.add_argument("--time-unit", choices=("h", "d", "wk"), default="d", help="time axis of trajectories (default d)")
+    plt_.add_argument("--logx", action="store_true", help="logarithmic x axis (dose-response)")
+    plt_.add_argument("--out", metavar="PATH", help="figure path; PATH.png and PATH.svg are written")
+    plt_.set_defaults(func=_cmd_plot)
     swp = sub.add_parser("sweep", help="run a config over a design of doses, schedules or parameters ([sweep]), "
                                        "or compute Sobol indices ([sensitivity])", epilog=EPILOG_SWEEP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
