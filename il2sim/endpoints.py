@@ -42,6 +42,10 @@ Conventions (all times in h unless a spec says ``time_unit = "d"``)
   progression or, without an event, to the last assessment visit on the grid (days; the pair
   ``TTP_censored``/``progression_event`` is what a Kaplan–Meier estimate needs).
 
+* **Failed subjects** (``status`` other than ``ok``) are not dropped: their values come from
+  the trajectory as far as it goes (NaN after a failure). Filter on ``ds.status`` first when a
+  summary must count only completed patients, as :mod:`il2sim.targets` does.
+
 Endpoint kinds (:data:`KINDS`)
 ------------------------------
 ====================== ======= ===================================================================
@@ -794,6 +798,8 @@ def compute_endpoints(
             for coord, col in (("dose_time_h", "time_h"), ("dose_cycle", "cycle")):
                 if coord in da.coords:
                     df[col] = da[coord].broadcast_like(da).transpose(*da.dims).values.ravel()
+            if "time_h" in df:  # padding of a sweep whose scenarios have fewer doses: no such dose
+                df = df[df["time_h"].notna()]
         if "cycle" not in df:
             df["cycle"] = pd.NA
         if "time_h" not in df:

@@ -329,6 +329,11 @@ def test_sweep_with_one_regimen_per_scenario(regimen):
     assert out["Tmax_dose"].sel(scenario=1).values.ravel().tolist()[:2] == [3.0, 3.0]  # doses at 6 h and 54 h
     assert out["Tmax_dose"].sel(scenario=0).values.ravel()[0] == 9.0  # dose at 0 h, interval to 12 h
     assert out.sizes["dose"] == 4 and np.isnan(out["Tmax_dose"].sel(scenario=1).values.ravel()[2:]).all()
+    assert np.isnan(out["dose_time_h"].sel(scenario=1).values[2:]).all()
+    df = compute_endpoints(ds, [regimen, other], endpoints=[Endpoint("Tmax", "tmax", "C", per="dose")])
+    assert one(df, "Tmax", scenario=1)["time_h"].tolist() == [6.0, 54.0]  # no rows for the padding
+    assert one(df, "Tmax", scenario=0)["time_h"].tolist() == [0.0, 12.0, 48.0, 60.0]
+    assert one(df, "Tmax", scenario=0)["cycle"].tolist() == [1, 1, 2, 2]
 
 
 def test_defaults_skip_missing_variables_and_explicit_specs_raise(pk):
