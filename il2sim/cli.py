@@ -253,7 +253,8 @@ EPILOG_PLOT = """examples:
   il2sim plot results/run.nc --kind swimmer
   il2sim plot results/sweep.nc --kind km                         # time to progression, one curve per scenario
   il2sim plot results/sweep.nc --kind dose-response --var days_on_therapy --x dose --logx
-  il2sim plot results/sweep.nc --kind heatmap --var best_M_change --x dose --y interval
+  il2sim plot results/sweep.nc --kind heatmap --var best_M_change --x dose --y doses_per_day
+  il2sim plot results/sweep.zarr --kind heatmap --var Eos:max --x maintenance_dose --y loading_dose
   il2sim plot results/sweep.nc --kind waterfall --scenario 2     # one scenario of a sweep
   il2sim plot results/sobol.csv --kind sobol                     # columns endpoint, parameter, S1, S1_conf, ST, ST_conf
 writes PATH.png and PATH.svg (default: RESULTS' folder, <stem>_<kind>.png)
@@ -328,11 +329,13 @@ def _cmd_plot(args) -> int:
                 plot.trajectories(shown, names, out, mode="spaghetti" if kind == "spaghetti" else "band",
                                   time_unit=args.time_unit)
             elif kind == "dose-response":
-                plot.dose_response(ds, _need(args.x, "--x", kind, ds), out, var=args.var or _default_endpoint(ds, kind),
-                                   logx=args.logx)
+                x = _need(args.x, "--x", kind, ds)
+                ds, var = _endpoint(ds, args.var, kind)
+                plot.dose_response(ds, x, out, var=var, logx=args.logx)
             elif kind == "heatmap":
-                plot.heatmap(ds, _need(args.x, "--x", kind, ds), _need(args.y, "--y", kind, ds), out,
-                             var=args.var or _default_endpoint(ds, kind))
+                x, y = _need(args.x, "--x", kind, ds), _need(args.y, "--y", kind, ds)
+                ds, var = _endpoint(ds, args.var, kind)
+                plot.heatmap(ds, x, y, out, var=var)
             elif kind == "waterfall":
                 plot.waterfall(ds, out)
             elif kind == "swimmer":
@@ -361,15 +364,37 @@ def _need(value, flag: str, kind: str, ds=None):
     raise ConfigError(f"--kind {kind} needs {flag}{' FACTOR' if flag in ('--x', '--y') else ' NAME'}{factors}")
 
 
-def _default_endpoint(ds, kind: str) -> str:
+#: ``--var NAME:STAT`` reduces a time-dependent variable to one value per subject
+TIME_STATISTICS = ("max", "min", "mean", "last")
+
+
+def _endpoint(ds, var: str | None, kind: str):
+    """``(ds, name)`` of a per-subject endpoint: ``--var`` as given, ``NAME:STAT`` over time, or a default."""
     from il2sim.errors import ConfigError
 
+    if var and ":" in var:
+        name, stat = (s.strip() for s in var.split(":", 1))
+        if stat not in TIME_STATISTICS:
+            raise ConfigError(f"--var {var}: statistic {stat!r}; expected one of {', '.join(TIME_STATISTICS)} (over time)")
+        if name not in ds or "time" not in ds[name].dims:
+            timed = [str(v) for v in ds.data_vars if "time" in ds[v].dims]
+            raise ConfigError(f"--var {var}: {name!r} is not a time-dependent variable of the results; "
+                              f"available: {', '.join(timed) or 'none'}")
+        da = ds[name]
+        reduced = da.isel(time=-1) if stat == "last" else getattr(da, stat)("time")
+        label = f"{name}_{stat}"
+        reduced.attrs = {"units": da.attrs.get("units", ""), "description": f"{stat} over time of {name}"}
+        return ds.assign({label: reduced.drop_vars("time", errors="ignore")}), label
+    if var:
+        return ds, var
     for name in ("days_on_therapy", "best_M_change"):
         if name in ds:
-            return name
+            return ds, name
     per_subject = [str(v) for v in ds.data_vars if "time" not in ds[v].dims and "subject" in ds[v].dims]
-    raise ConfigError(f"--kind {kind} needs --var NAME, an endpoint with one value per subject; "
-                      f"candidates: {', '.join(per_subject) or 'none'}")
+    timed = [str(v) for v in ds.data_vars if "time" in ds[v].dims][:3]
+    raise ConfigError(f"--kind {kind} needs --var NAME, an endpoint with one value per subject "
+                      f"({', '.join(per_subject) or 'none here'}), or NAME:STAT over time with STAT one of "
+                      f"{', '.join(TIME_STATISTICS)} (e.g. {timed[0] if timed else 'C'}:max)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -426,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     plt_.add_argument("results", metavar="RESULTS", help="results file: .nc or .zarr from il2sim run/sweep, or a .csv table")
     plt_.add_argument("--kind", choices=PLOT_KINDS, default="trajectories", help="figure to draw (default trajectories)")
     plt_.add_argument("--var", metavar="V", help="variable or endpoint; for trajectories a comma-separated list; "
-                                                "for sobol, endpoints to show")
+                                                "for dose-response/heatmap NAME:STAT reduces over time "
+                                                "(max, min, mean, last); for sobol, endpoints to show")
     plt_.add_argument("--x", metavar="FACTOR", help="swept factor on the x axis (dose-response, heatmap)")
     plt_.add_argument("--y", metavar="FACTOR", help="swept factor on the y axis (heatmap)")
     plt_.add_argument("--scenario", type=int, metavar="K", help="draw only scenario K (index) of a sweep")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -238,13 +239,13 @@ def trajectories(
                 shown = y[:max_subjects]
                 for row in shown:
                     ax.plot(t, row, color=colour, lw=0.5, alpha=0.35, label="_subject")
-                if label is None:
+                if label is None and len(shown):
                     ax.lines[-1].set_label(f"subjects ({len(shown)})")
             ax.plot(t, med, color=colour, lw=1.8, label=label or "median")
             positive.append(y[y > 0])
         ax.set_xlabel(f"time ({time_unit})")
         ax.set_ylabel(_label(name, ds[name].attrs))
-        ax.set_title(ds[name].attrs.get("description", name))
+        ax.set_title(textwrap.fill(ds[name].attrs.get("description", name), 48))
         vals = np.concatenate(positive) if positive else np.array([])
         if name in log and vals.size:
             ax.set_yscale("log")
@@ -252,13 +253,15 @@ def trajectories(
     for ax in list(axes.flat)[len(variables):]:
         ax.set_visible(False)
     first = axes.flat[0]
-    handles = [h for h in first.get_legend_handles_labels()[0] if h.get_label() != "_subject"]
-    if groups[0][0] is not None:
-        first.legend(handles=[h for h in handles if h.get_label()], title=", ".join(_factors(ds)) or "scenario")
+    handles = first.get_legend_handles_labels()[0]
+    what = f"median and {band[0]:g}–{band[1]:g} %" if mode == "band" else "individual subjects and median"
+    if groups[0][0] is not None:  # beside the panels, so that many scenarios hide no data
+        fig.legend(handles=handles, title=", ".join(_factors(ds)) or "scenario", loc="outside right upper")
+        who = f"{n_ok} subjects in {len(groups)} scenarios"
     else:
         first.legend(handles=handles)
-    what = f"median and {band[0]:g}–{band[1]:g} %" if mode == "band" else "individual subjects and median"
-    fig.suptitle(title or f"{ds.attrs.get('scenario', '') or 'cohort'}: {what} of {n_ok} subjects")
+        who = f"{n_ok} subjects"
+    fig.suptitle(title or f"{ds.attrs.get('scenario', '') or 'cohort'}: {what} of {who}")
     return _finish(fig, path)
 
 
@@ -339,7 +342,8 @@ def dose_response(
     on a logarithmic axis. A non-numeric ``x`` (e.g. regimen names) is drawn as categories.
     """
     df, name, unit, funits, others = _tidy(data, var, [x], "dose_response")
-    keys = df[others].astype(str).agg(", ".join, axis=1) if others else pd.Series("", index=df.index)
+    keys = (df[others].apply(lambda row: ", ".join(f"{o} = {_fmt(v)}" for o, v in row.items()), axis=1)
+            if others else pd.Series("median", index=df.index))
     labels = list(dict.fromkeys(keys))
     colours = _palette(len(labels)) if others else ["C0"]
     categorical = not _numeric(df[x])
@@ -353,12 +357,16 @@ def dose_response(
                           for v in xs]).reshape(-1, 3)
         pos = np.arange(len(xs)) if categorical else np.asarray(xs, float)
         ax.fill_between(pos, stats[:, 0], stats[:, 2], color=colour, alpha=0.25, lw=0)
-        text = ", ".join(f"{o} = {v}" for o, v in zip(others, label.split(", "))) if others else "median"
-        ax.plot(pos, stats[:, 1], color=colour, marker="o", ms=3.5, lw=1.6, label=text)
+        ax.plot(pos, stats[:, 1], color=colour, marker="o", ms=3.5, lw=1.6, label=label)
     if categorical:
         ax.set_xticks(np.arange(len(categories)), [str(c) for c in categories])
-    elif logx:
-        ax.set_xscale("log")
+    else:
+        if logx:
+            ax.set_xscale("log")
+        levels = np.sort(df[x].unique())
+        if levels.size <= 10:  # a tick at every swept value, written as the value
+            ax.set_xticks(levels, [_fmt(v) for v in levels])
+            ax.minorticks_off()
     ax.set_xlabel(_label(x, unit=funits[x]))
     ax.set_ylabel(_label(name, unit=unit))
     handles, _ = ax.get_legend_handles_labels()
@@ -366,7 +374,7 @@ def dose_response(
 
     handles.append(Patch(color="0.5", alpha=0.35, lw=0, label=f"{band[0]:g}–{band[1]:g} % of subjects"))
     ax.legend(handles=handles)
-    ax.set_title(title or f"{name} against {x}: median and {band[0]:g}–{band[1]:g} % over subjects")
+    ax.set_title(title or f"{name} by {x}: median and {band[0]:g}–{band[1]:g} % of subjects")
     return _finish(fig, path)
 
 
@@ -471,7 +479,7 @@ def waterfall(ds: xr.Dataset, path: str | Path | None = None, *, criteria=None, 
     ax.set_xlabel("subject (ordered by change)")
     ax.set_ylabel(_label("best M-protein change", ds["best_M_change"].attrs, unit=ds["best_M_change"].attrs.get("units", "%")))
     ax.grid(axis="x", visible=False)
-    ax.legend(handles=[*_response_patches(resp), *lines], ncol=3, loc="upper right")
+    ax.legend(handles=[*_response_patches(resp), *lines], ncol=3, loc="lower left")
     ax.set_title(title or f"{ds.attrs.get('scenario', '') or 'cohort'}: best sustained M-protein change from baseline, "
                           f"{best.size} subjects")
     return _finish(fig, path)

@@ -118,8 +118,10 @@ def test_trajectories_one_colour_per_scenario_with_factor_values_in_the_legend()
     assert len({to_rgba(line.get_color()) for line in lines}) == 3
     for k, line in enumerate(lines):
         np.testing.assert_allclose(line.get_ydata(), np.median(ds["C"].values[k], axis=0))
-    assert legend_texts(ax) == ["dose = 0.5 MIU/m2", "dose = 1 MIU/m2", "dose = 2 MIU/m2"]
-    assert ax.get_legend().get_title().get_text() == "dose"
+    (legend,) = fig.legends  # beside the panels, one entry per scenario
+    assert [t.get_text() for t in legend.get_texts()] == ["dose = 0.5 MIU/m2", "dose = 1 MIU/m2", "dose = 2 MIU/m2"]
+    assert legend.get_title().get_text() == "dose"
+    assert "27 subjects in 3 scenarios" in fig._suptitle.get_text()
 
 
 def test_spaghetti_draws_each_subject_and_the_median():
@@ -160,6 +162,7 @@ def test_dose_response_median_and_band_over_subjects():
                                [np.percentile(values, 5, axis=1).min(), np.percentile(values, 95, axis=1).max()])
     assert ax.get_xlabel() == "dose (MIU/m2)" and ax.get_ylabel() == "days_on_therapy (d)"
     assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "1", "2"]  # ticks at the swept values
     assert legend_texts(ax) == ["median", "5–95 % of subjects"]
 
 
@@ -449,6 +452,20 @@ def test_cli_plot_sweep_kinds(tmp_path, capsys):
         assert path.with_name(f"sweep_{kind}.svg").is_file()
     svg = path.with_name("sweep_heatmap.svg").read_text()
     assert "median days_on_therapy (d)" in svg and "dose (MIU/m2)" in svg
+
+
+def test_cli_plot_endpoint_as_a_statistic_over_time(tmp_path, capsys):
+    path = tmp_path / "sweep.nc"
+    ds = sweep(doses=(0.5, 1.0), per_day=(1, 2))
+    ds.to_netcdf(path, engine="h5netcdf")
+    out = tmp_path / "cmax"
+    assert main(["plot", str(path), "--kind", "heatmap", "--var", "C:max", "--x", "dose", "--y", "doses_per_day",
+                 "--out", str(out)]) == 0
+    assert "median C_max (pM)" in out.with_suffix(".svg").read_text()
+    assert main(["plot", str(path), "--kind", "dose-response", "--var", "C:median", "--x", "dose"]) == 2
+    assert "statistic 'median'; expected one of max, min, mean, last" in capsys.readouterr().err
+    assert main(["plot", str(path), "--kind", "dose-response", "--var", "days_on_therapy:max", "--x", "dose"]) == 2
+    assert "'days_on_therapy' is not a time-dependent variable of the results; available: C" in capsys.readouterr().err
 
 
 def test_cli_plot_outcomes_of_one_scenario(tmp_path, capsys):
