@@ -308,7 +308,10 @@ def _coord_value(x):
 
 
 def _describe(factors, point) -> str:
-    return ", ".join(f"{f.name} = {_coord_value(x)!s}" for f, x in zip(factors, point))
+    def text(x):
+        return f"{x:.6g}" if isinstance(x, float) else str(_coord_value(x))
+
+    return ", ".join(f"{f.name} = {text(x)}" for f, x in zip(factors, point))
 
 
 def scenarios_of(config, design: SweepDesign | dict | None = None, *, overrides: dict | None = None):
@@ -344,7 +347,7 @@ def scenarios_of(config, design: SweepDesign | dict | None = None, *, overrides:
         if problems:
             raise ConfigError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems))
     points = design_points(design)
-    scenarios, problems = [], []
+    scenarios, problems, seen = [], [], {}
     import copy
 
     for i, point in enumerate(points):
@@ -359,12 +362,22 @@ def scenarios_of(config, design: SweepDesign | dict | None = None, *, overrides:
         except ConfigError as exc:
             fields = ", ".join(sets) if sets else "(none set)"
             detail = str(exc).replace(f"{source}: ", "").replace("\n", "\n    ")
-            problems.append(f"sweep scenario {i} ({_describe(design.factors, point)}; config fields {fields}): {detail}")
+            if detail in seen:  # the same problem whatever the value (a bad path): say it once
+                seen[detail].append(i)
+                continue
+            seen[detail] = [i]
+            problems.append((detail, f"sweep scenario {i} ({_describe(design.factors, point)}; config fields {fields}): {detail}"))
             if len(problems) >= 10:
-                problems.append("... (stopped after 10 invalid scenarios)")
+                problems.append((None, "... (stopped after 10 invalid scenarios)"))
                 break
     if problems:
-        raise ConfigError(f"{source}: {len(problems)} invalid sweep scenario(s)\n" + "\n".join(f"  - {p}" for p in problems))
+        n_bad = sum(len(x) for x in seen.values())
+        lines = []
+        for detail, text in problems:
+            more = seen.get(detail, [])[1:]
+            also = f"\n    (the same problem in scenario(s) {', '.join(map(str, more))})" if more else ""
+            lines.append(f"  - {text}{also}")
+        raise ConfigError(f"{source}: {n_bad} invalid sweep scenario(s)\n" + "\n".join(lines))
     return design, points, scenarios
 
 

@@ -173,10 +173,15 @@ def test_bad_factor_paths_name_the_scenario_values_and_field():
     with pytest.raises(ConfigError) as exc:
         sweep(CONFIG, design={"factor": [{"path": "regimen.block[5].amount", "values": [1.0]}]})
     msg = str(exc.value)
-    assert "sweep scenario 0 (regimen.block[5].amount = 1.0; config fields regimen.block[5].amount)" in msg
+    assert "sweep scenario 0 (regimen.block[5].amount = 1; config fields regimen.block[5].amount)" in msg
     assert "block[5] does not exist (2 present" in msg
     with pytest.raises(ConfigError, match=r"(?s)sweep scenario 0 \(parameters.kee = 0.1; .*unknown model parameter 'kee' \(did you mean 'ke'\?\)"):
         sweep(CONFIG, design={"factor": [{"path": "parameters.kee", "values": [0.1]}]})
+    with pytest.raises(ConfigError) as exc:  # a bad path fails for every value: one message
+        sweep(CONFIG, design={"factor": [{"path": "parameters.kee", "values": [0.1, 0.2, 0.3]}]})
+    assert "3 invalid sweep scenario(s)" in str(exc.value)
+    assert str(exc.value).count("unknown model parameter") == 1
+    assert "(the same problem in scenario(s) 1, 2)" in str(exc.value)
     with pytest.raises(ConfigError, match=r"regimen.cycl_days: unknown key"):
         sweep(CONFIG, design={"factor": [{"path": "regimen.cycl_days", "values": [7]}]})
 
@@ -186,7 +191,7 @@ def test_an_invalid_scenario_value_names_its_index_values_and_field():
         sweep(CONFIG, design={"factor": [{"name": "maintenance_dose", "values": [0.5, -1.0, 2.0]}]})
     msg = str(exc.value)
     assert "1 invalid sweep scenario(s)" in msg
-    assert "sweep scenario 1 (maintenance_dose = -1.0; config fields regimen.block[1].amount)" in msg
+    assert "sweep scenario 1 (maintenance_dose = -1; config fields regimen.block[1].amount)" in msg
     assert "regimen.block[1].amount" in msg.split("sweep scenario 1", 1)[1]
     with pytest.raises(ConfigError, match=r"(?s)sweep scenario 0 \(cycle_days = 3; .*regimen.cycle_days\)"):
         sweep(CONFIG, design={"factor": [{"name": "cycle_days", "values": [3]}]})  # block days [3, 5] > 3
@@ -210,7 +215,7 @@ def test_cli_sweep_errors_are_one_paragraph_with_exit_2(tmp_path, capsys):
     path = _config_with(tmp_path, '[sweep]\n[[sweep.factor]]\nname = "maintenance_dose"\nvalues = [0.5, -2.0]\n')
     assert main(["sweep", str(path), "--out", str(tmp_path / "x.zarr")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("il2sim sweep: error: ") and "sweep scenario 1 (maintenance_dose = -2.0" in err
+    assert err.startswith("il2sim sweep: error: ") and "sweep scenario 1 (maintenance_dose = -2;" in err
     assert not (tmp_path / "x.zarr").exists()
 
 
