@@ -233,7 +233,7 @@ def trajectories(
             med = np.nanmedian(y, axis=0)
             if mode == "band":
                 lo, hi = np.nanpercentile(y, band, axis=0)
-                ax.fill_between(t, lo, hi, color=colour, alpha=0.25, lw=0,
+                ax.fill_between(t, lo, hi, color=colour, alpha=0.25 if len(groups) <= 3 else 0.12, lw=0,
                                 label=None if label else f"{band[0]:g}–{band[1]:g} %")
             else:
                 shown = y[:max_subjects]
@@ -374,7 +374,7 @@ def dose_response(
 
     handles.append(Patch(color="0.5", alpha=0.35, lw=0, label=f"{band[0]:g}–{band[1]:g} % of subjects"))
     ax.legend(handles=handles)
-    ax.set_title(title or f"{name} by {x}: median and {band[0]:g}–{band[1]:g} % of subjects")
+    ax.set_title(title or textwrap.fill(f"{name} by {x}: median and {band[0]:g}–{band[1]:g} % of subjects", 60))
     return _finish(fig, path)
 
 
@@ -428,8 +428,9 @@ def heatmap(
         mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
         for (i, j), v in np.ndenumerate(Z):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7, color="k" if v > mid else "w")
-    ax.set_title(title or f"{stat} {name} over subjects, by {x} and {y}")
+                text = f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="k" if v > mid else "w")
+    ax.set_title(title or textwrap.fill(f"{stat} {name} over subjects, by {x} and {y}", 56))
     return _finish(fig, path)
 
 
