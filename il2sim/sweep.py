@@ -486,9 +486,10 @@ def _with_scenario(ds: xr.Dataset, index: int, names: list[str], point: tuple) -
 
 
 def _strings_fixed(ds: xr.Dataset) -> xr.Dataset:
-    """Object (str) arrays as fixed-width unicode, which zarr stores without codecs."""
+    """Text arrays as variable-length strings, so a longer status message or response class in
+    a later scenario is never cut to the width of the first one's."""
     out = ds.copy()
     for name in list(out.variables):
-        if out[name].dtype == object:
-            out[name] = out[name].astype("U64")
+        if out[name].dtype.kind in "UO" and name not in out.dims:
+            out[name] = out[name].astype(object)
     return out

@@ -139,6 +139,7 @@ def test_streamed_zarr_equals_the_in_memory_sweep(tmp_path):
     assert list(disk["doses_per_day"].values) == [1, 2, 1, 2]
     assert list(disk["status"].values.ravel()) == ["ok"] * 8
     assert disk.attrs["sweep_scenarios"] == 4
+    assert [str(x) for x in disk["status_message"].values.ravel()] == [str(x) for x in mem["status_message"].values.ravel()]
     with pytest.raises(ConfigError, match="exists; pass overwrite=True"):
         sweep(CONFIG, design=design, subjects=2, out=out)
 
