@@ -1,6 +1,6 @@
 """il2sim: simulation engine for subcutaneous interleukin-2 immunotherapy.
 
-Public surface: ``simulate`` (the one verb), ``load_scenario``, ``load_model``, the value
+Public surface: ``simulate`` and ``sweep`` (the verbs), ``load_scenario``, ``load_model``, the value
 objects ``Scenario``, ``Regimen``, ``Dose``, ``Drug`` and the exception types.
 """
 
@@ -18,9 +18,10 @@ from il2sim.regimen import Regimen as Regimen
 from il2sim.scenario import Scenario as Scenario
 from il2sim.scenario import load_scenario as load_scenario
 from il2sim.simulate import simulate as simulate
+from il2sim.sweep import sweep as sweep
 from il2sim.units import Drug as Drug
 
 __all__ = [
-    "simulate", "load_scenario", "load_model", "Scenario", "Regimen", "Dose", "Drug",
+    "simulate", "sweep", "load_scenario", "load_model", "Scenario", "Regimen", "Dose", "Drug",
     "Il2simError", "ModelSpecError", "ExpressionError", "RegimenError", "ConfigError", "SolverError",
 ]

@@ -256,7 +256,7 @@ EPILOG_PLOT = """examples:
   il2sim plot results/sweep.nc --kind heatmap --var best_M_change --x dose --y doses_per_day
   il2sim plot results/sweep.zarr --kind heatmap --var Eos:max --x maintenance_dose --y loading_dose
   il2sim plot results/sweep.nc --kind waterfall --scenario 2     # one scenario of a sweep
-  il2sim plot results/sobol.csv --kind sobol                     # columns endpoint, parameter, S1, S1_conf, ST, ST_conf
+  il2sim plot results/sobol.csv --kind sobol                     # the table il2sim sweep writes for [sensitivity] (S1_low/S1_high or S1_conf)
 writes PATH.png and PATH.svg (default: RESULTS' folder, <stem>_<kind>.png)
 """
 

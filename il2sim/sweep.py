@@ -426,6 +426,7 @@ def sweep(
         raise ConfigError(f"{source}: sweep: subjects: expected an integer >= 1, got {n!r}")
     seed = scenarios[0].seed if seed is None else int(seed)
     factor_names = [f.name for f in design.factors]
+    units = [_factor_unit(f, scenarios[0]) for f in design.factors]
     if out is not None:
         out = Path(out)
         if out.suffix != ".zarr":
@@ -443,7 +444,7 @@ def sweep(
     parts = []
     for i, (point, sc) in enumerate(zip(points, scenarios)):
         ds = simulate(sc, subjects=None if n is None else int(n), seed=seed, variables=variables)
-        ds = _with_scenario(ds, i, factor_names, point)
+        ds = _with_scenario(ds, i, factor_names, point, units)
         if out is None:
             parts.append(ds)
         else:
@@ -477,12 +478,36 @@ def _isatty() -> bool:
     return sys.stderr.isatty()
 
 
-def _with_scenario(ds: xr.Dataset, index: int, names: list[str], point: tuple) -> xr.Dataset:
+# units of the named regimen factors (dose factors take the regimen's amount unit)
+_NAMED_UNITS = {"doses_per_day": "1/d", "days_per_week": "d/wk", "cycle_days": "d", "rest_weeks": "wk"}
+
+
+def _factor_unit(factor: SweepFactor, scenario) -> str:
+    """Unit of a factor's values, for axis labels: a model parameter's unit, the regimen's
+    amount unit for doses, days for day counts; '' when the path has no declared unit."""
+    path = factor.path or ""
+    regimen = scenario.regimen
+    if path.startswith("parameters."):
+        name = path.split(".", 1)[1]
+        return next((p.unit for p in scenario.model.parameters if p.name == name), "")
+    if factor.path is None:
+        if factor.name in _NAMED_UNITS:
+            return _NAMED_UNITS[factor.name]
+        return regimen.amount_unit if regimen is not None and "dose" in factor.name else ""
+    if path.endswith(".amount") and regimen is not None:
+        return regimen.amount_unit
+    if path.endswith("cycle_days"):
+        return "d"
+    return ""
+
+
+def _with_scenario(ds: xr.Dataset, index: int, names: list[str], point: tuple, units: list[str]) -> xr.Dataset:
     """Every variable and per-subject coordinate gains a leading ``scenario`` dimension."""
     coords = [c for c in ds.coords if c not in ds.dims]
     out = ds.reset_coords(coords).expand_dims(scenario=[index])
     out = out.set_coords(coords)
-    return out.assign_coords({name: ("scenario", [_coord_value(x)]) for name, x in zip(names, point)})
+    return out.assign_coords({name: ("scenario", [_coord_value(x)], {"units": u} if u else {})
+                              for name, x, u in zip(names, point, units)})
 
 
 def _strings_fixed(ds: xr.Dataset) -> xr.Dataset:
