@@ -61,6 +61,7 @@ Every problem in the file is reported at once, naming the file and the field.
 
 from __future__ import annotations
 
+import importlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,15 @@ from il2sim.errors import ConfigError, Il2simError, ModelSpecError, RegimenError
 __all__ = ["Scenario", "SolverSettings", "OutputGrid", "CovariateSpec", "PopulationSpec", "load_scenario"]
 
 SECTIONS = ("scenario", "drug", "regimen", "population", "parameters", "output", "solver", "response", "targets", "calibration", "observations", "events", "sweep", "sensitivity")
+# Optional sections and their parsers, ``parse(table, source) -> (value, problems)``; the value
+# (or the default when the section is absent) becomes the Scenario field of the same meaning.
+_SECTION_PARSERS = {
+    "targets": ("il2sim.targets", "parse_targets", ()),
+    "calibration": ("il2sim.targets", "parse_calibration", None),
+    "observations": ("il2sim.observations", "parse_observations", None),
+    "sweep": ("il2sim.sweep", "parse_sweep", None),
+    "sensitivity": ("il2sim.sensitivity", "parse_sensitivity", None),
+}
 SOLVER_METHODS = ("rodas5p", "tsit5")
 DISTRIBUTIONS = {
     "normal": ("mean", "sd"),
@@ -273,34 +283,14 @@ def scenario_from_dict(data: dict, *, source: str = "<config>", base_dir: Path |
     problems += p
     response, p = _response(data.get("response", {}), source)
     problems += p
-    targets, calibration = (), None
-    if "targets" in data:
-        from il2sim.targets import parse_targets
-
-        targets, p = parse_targets(data["targets"], source)
-        problems += p
-    if "calibration" in data:
-        from il2sim.targets import parse_calibration
-
-        calibration, p = parse_calibration(data["calibration"], source)
-        problems += p
-    observations = None
-    if "observations" in data:
-        from il2sim.observations import parse_observations
-
-        observations, p = parse_observations(data["observations"], source)
-        problems += p
-    sweep_design, sensitivity = None, None
-    if "sweep" in data:
-        from il2sim.sweep import parse_sweep
-
-        sweep_design, p = parse_sweep(data["sweep"], source)
-        problems += p
-    if "sensitivity" in data:
-        from il2sim.sensitivity import parse_sensitivity
-
-        sensitivity, p = parse_sensitivity(data["sensitivity"], source)
-        problems += p
+    parsed = {}
+    for section, (module, func, default) in _SECTION_PARSERS.items():
+        parsed[section] = default
+        if section in data:  # each optional section is validated by the module that owns it
+            parsed[section], p = getattr(importlib.import_module(module), func)(data[section], source)
+            problems += p
+    targets, calibration, observations = parsed["targets"], parsed["calibration"], parsed["observations"]
+    sweep_design, sensitivity = parsed["sweep"], parsed["sensitivity"]
 
     regimen = None
     if "regimen" in data:
