@@ -266,6 +266,9 @@ def simulate(
     t_compiled = _time.perf_counter()
     mod = compiled.module
 
+    # before drawing a single subject: the solve grid adds visits and sampling times, a few % at most
+    _check_memory(n, t_out.size, t_out.size, len(model.state_names), len(model.output_names),
+                  min(n, max(1, int(chunk_size))), sc.source)
     cohort = sample_cohort(pop, model.parameter_names, model.default_parameters(), seed, subjects=subject_ids)
     P = cohort.parameters
     if parameters is not None:
@@ -445,6 +448,37 @@ def _last_dose_time(sc: Scenario, cohort, P: np.ndarray, t_end: float) -> np.nda
     times = regimen.schedule(n_cycles)["time_h"].to_numpy()
     times = times[times <= t_end]
     return np.full(P.shape[0], times.max() if times.size else 0.0)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the OS could give this process now (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_memory(n: int, nt: int, nt_solve: int, ns: int, no: int, chunk: int, source: str) -> None:
+    """Refuse up front a cohort whose in-memory result would not fit, saying how to stream it.
+
+    Estimate: the result arrays (states and outputs on the output grid) twice (the arrays and the
+    Dataset built from them) plus one chunk's solve arrays twice (solve grid, states and outputs).
+    """
+    need = 8 * (2 * n * nt * (ns + no) + 2 * chunk * nt_solve * (ns + no))
+    have = available_memory_bytes()
+    if have is not None and need > 0.8 * have:
+        gib = 1024.0**3
+        raise ConfigError(
+            f"{source}: {n} subjects × {nt} time points × {ns + no} variables need about "
+            f"{need / gib:.1f} GiB in memory, more than the {have / gib:.1f} GiB available. Stream the "
+            f"cohort to disk instead: il2sim run CONFIG --out results/cohort.zarr --chunk-size 1024 "
+            f"(or python: il2sim.cohort.run_cohort), and/or keep fewer variables or time points "
+            f"(output.variables, output.keep_every_h)."
+        )
 
 
 def status_summary(ds: xr.Dataset) -> str:

@@ -302,3 +302,17 @@ def test_iov_config_errors(tmp_path):
         load_scenario(cfg)
     assert "bad.toml: population.iov.V: expected a number >= 0, got -1" in str(info.value)
     assert "bad.toml: population.iov.kee: unknown model parameter 'kee' (did you mean 'ke'?)" in str(info.value)
+
+
+def test_a_cohort_that_would_not_fit_in_memory_is_refused_up_front(scenario, monkeypatch):
+    import importlib
+
+    simulate_module = importlib.import_module("il2sim.simulate")  # il2sim.simulate is also the function
+    monkeypatch.setattr(simulate_module, "available_memory_bytes", lambda: 1024**3)  # 1 GiB free
+    # 200,000 subjects × 337 times × 3 variables × 8 B × 2 ≈ 3.0 GiB
+    with pytest.raises(ConfigError, match=r"onecmt.toml: 200000 subjects × 337 time points × 3 variables need about "
+                                          r"3\.\d GiB in memory, more than the 1\.0 GiB available\. Stream the cohort to "
+                                          r"disk instead: il2sim run CONFIG --out results/cohort.zarr --chunk-size 1024"):
+        il2sim.simulate(scenario, subjects=200_000)
+    ds = il2sim.simulate(scenario, subjects=2)  # small cohorts are unaffected
+    assert ds.sizes["subject"] == 2
