@@ -76,7 +76,7 @@ def cohort_events(scenario: Scenario, mod, covariates: dict[str, np.ndarray], P:
         empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
         return cohort_kernel_events([empty] * n)
     cycle_h = regimen.cycle_days * 24.0
-    n_cycles = min(regimen.max_cycles, max(1, math.ceil(t_end / cycle_h)))
+    n_cycles = _n_cycles(regimen, t_end)
     bsa = covariates.get("BSA")
     weight = covariates.get("weight")
     units = {s.name: s.unit for s in model.states}
@@ -286,7 +286,7 @@ def simulate(
     rule = ProgressionRule() if regimen is not None and regimen.stop == "progression" else None
     visits = np.zeros(0)
     if rule is not None:
-        n_cycles = min(regimen.max_cycles, max(1, math.ceil(float(t_out[-1]) / (regimen.cycle_days * 24.0))))
+        n_cycles = _n_cycles(regimen, float(t_out[-1]))
         visits = regimen.assessment_times(n_cycles)
         visits = visits[visits <= t_out[-1]]
     # Solve on the output grid plus t = 0, the visit times and the sampling times of simulated
@@ -318,7 +318,7 @@ def simulate(
     n_occ, occ_start = 1, np.zeros(1)
     if iov:
         cycle_h = regimen.cycle_days * 24.0
-        n_occ = min(regimen.max_cycles, max(1, math.ceil(float(t_out[-1]) / cycle_h)))
+        n_occ = _n_cycles(regimen, float(t_out[-1]))
         occ_start = cycle_h * np.arange(n_occ)
     occ_bounds = np.searchsorted(t_solve, np.append(occ_start, np.inf))  # [start_k, start_k+1)
     iov_values = np.empty((n, n_occ, iov_idx.size))
@@ -430,7 +430,7 @@ def simulate(
 
         add_observations(ds, obs, model, Y_obs, O_obs, cohort.subject, seed)
     if rule is not None:
-        last_dose = _last_dose_time(sc, cohort, P, float(t_out[-1]))
+        last_dose = _last_dose_time(sc.regimen, float(t_out[-1]))
         on = np.where(np.isnan(t_stop), np.minimum(last_dose, t_out[-1]), t_stop)
         ds["progression_day"] = ("subject", t_stop / 24.0, {"units": "d", "description": f"assessment visit at which progression ({rule.output} > {1 + rule.rise_fraction:g} x nadir and >= {rule.rise_abs:g} {rule.unit} above it) stopped therapy; NaN if none"})
         ds["days_on_therapy"] = ("subject", on / 24.0, {"units": "d", "description": "days from the start of therapy to its end (progression visit, last dose, or end of simulation)"})
@@ -441,13 +441,16 @@ def simulate(
     return ds
 
 
-def _last_dose_time(sc: Scenario, cohort, P: np.ndarray, t_end: float) -> np.ndarray:
-    """Time of the last scheduled dose within the simulation (h), per subject."""
-    regimen = sc.regimen
-    n_cycles = min(regimen.max_cycles, max(1, math.ceil(t_end / (regimen.cycle_days * 24.0))))
-    times = regimen.schedule(n_cycles)["time_h"].to_numpy()
+def _n_cycles(regimen, t_end: float) -> int:
+    """Regimen cycles that start within [0, t_end] h, at most ``max_cycles``."""
+    return min(regimen.max_cycles, max(1, math.ceil(t_end / (regimen.cycle_days * 24.0))))
+
+
+def _last_dose_time(regimen, t_end: float) -> float:
+    """Time of the last scheduled dose within the simulation (h)."""
+    times = regimen.schedule(_n_cycles(regimen, t_end))["time_h"].to_numpy()
     times = times[times <= t_end]
-    return np.full(P.shape[0], times.max() if times.size else 0.0)
+    return float(times.max()) if times.size else 0.0
 
 
 def available_memory_bytes() -> int | None:
