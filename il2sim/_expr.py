@@ -507,10 +507,13 @@ class _Sympy:
             return sympy.sqrt(built[0])
         if f == "abs":
             return sympy.Abs(built[0])
-        if f == "min":
-            return sympy.Min(*built)
-        if f == "max":
-            return sympy.Max(*built)
+        if f in ("min", "max"):
+            try:
+                return (sympy.Min if f == "min" else sympy.Max)(*built)
+            except (ValueError, TypeError):  # e.g. min(log(0), 1): sympy cannot order zoo/nan
+                raise ExpressionError(
+                    f"{self.expr.where}: {f}() of a constant that is not a finite real number"
+                ) from None
         x, ec50, n = built  # hill
         self.power(x, n), self.power(ec50, n)  # bounds checks only
         return Hill(x, ec50, n)

@@ -448,6 +448,8 @@ def _cmt(row: _Row, state_names: Sequence[str]) -> str:
         x = float(v)
     except (TypeError, ValueError):
         raise row.fail(f"CMT={v!r} is not a state; {valid}") from None
+    if not math.isfinite(x):
+        raise row.fail(f"CMT={v!r} is not a state; {valid}")
     if x < 0:
         raise row.fail(f"CMT={_fmt(x)} (compartment off) is not supported; {valid}")
     if x != int(x) or not 1 <= x <= len(state_names):

@@ -31,7 +31,7 @@ key               default    meaning
 ================= ========== ======================================================================
 ``target``        required   dosed state (a model state in nmol or pmol)
 ``amount_unit``   required   unit of ``amount``, one of :data:`il2sim.units.AMOUNT_UNITS`
-``cycle_days``    required   cycle length in days (integer >= 1)
+``cycle_days``    required   cycle length in days (integer, 1..3650)
 ``max_cycles``    1          number of cycles (integer >= 1)
 ``stop``          ``"none"`` stop rule checked at assessment visits: ``"none"`` or ``"progression"``
 ``assess_days``   [cycle]    assessment visit days within each cycle, strictly increasing
@@ -126,6 +126,16 @@ def _is_num(v: Any) -> bool:
 def _int_at_least(v: Any, low: int) -> str | None:
     if not _is_int(v) or v < low:
         return f"expected an integer >= {low}, got {_describe(v)}"
+    return None
+
+
+#: Longest cycle accepted: day-by-day checks and expansion walk every day of a cycle.
+MAX_CYCLE_DAYS = 3650
+
+
+def _at_most(v: Any, high: int, what: str) -> str | None:
+    if v > high:
+        return f"expected at most {high} {what}, got {_describe(v)}"
     return None
 
 
@@ -494,7 +504,8 @@ def _parse(d: Any, source: str) -> dict[str, Any]:
     if "amount_unit" in d and not bad("regimen.amount_unit", _unit(d["amount_unit"])):
         out["amount_unit"] = d["amount_unit"]
     cycle_days = d.get("cycle_days")
-    if "cycle_days" in d and bad("regimen.cycle_days", _int_at_least(cycle_days, 1)):
+    if "cycle_days" in d and bad("regimen.cycle_days", _int_at_least(cycle_days, 1)
+                                 or _at_most(cycle_days, MAX_CYCLE_DAYS, "days (10 years)")):
         cycle_days = None
     out["cycle_days"] = cycle_days
     max_cycles = d.get("max_cycles", 1)

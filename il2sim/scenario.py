@@ -93,6 +93,8 @@ DISTRIBUTIONS = {
     "fixed": ("value",),
 }
 BSA_FORMULAS = ("mosteller", "dubois")
+#: Largest inter-individual/occasion SD of a log-parameter (e**10 per SD is already absurd).
+MAX_OMEGA = 10.0
 
 
 @dataclass(frozen=True)
@@ -442,10 +444,14 @@ def _population(d: Any, source: str) -> tuple[PopulationSpec, list[str]]:
             else:
                 params[key] = float(spec[key])
         lo, hi = spec.get("lower", -np.inf), spec.get("upper", np.inf)
+        bounds_ok = True
         for key, val in (("lower", lo), ("upper", hi)):
             if key in spec and (msg := v.check_number(val, source, f"{f}.{key}")) is not None:
                 problems.append(msg)
-        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo >= hi:
+                bounds_ok = False
+        if not bounds_ok:  # already reported; keep the spec buildable so other checks still run
+            lo, hi = -np.inf, np.inf
+        elif lo >= hi:
             problems.append(f"{source}: {f}: expected lower < upper, got lower={lo!r}, upper={hi!r}")
         if dist == "uniform" and {"low", "high"} <= params.keys() and params["low"] >= params["high"]:
             problems.append(f"{source}: {f}: expected low < high, got low={params['low']!r}, high={params['high']!r}")
@@ -473,7 +479,8 @@ def _omegas(d: Any, source: str, field_: str) -> tuple[dict[str, float], list[st
         return {}, [msg]
     problems, out = [], {}
     for name, omega in d.items():
-        if (msg := v.check_number(omega, source, f"{field_}.{name}", lower=0)) is not None:
+        # an SD of log-parameter beyond MAX_OMEGA is a typo (exp(eta) would overflow)
+        if (msg := v.check_number(omega, source, f"{field_}.{name}", lower=0, upper=MAX_OMEGA)) is not None:
             problems.append(msg)
         else:
             out[name] = float(omega)

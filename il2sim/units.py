@@ -268,7 +268,8 @@ def dose_to_amount(
         scale = np.asarray(bsa, dtype=float)
         if np.any(~np.isfinite(scale) | (scale <= 0)):
             raise RegimenError(f"dose_to_amount: bsa: expected finite values > 0 (m²), got {bsa!r}")
-        amt = amt * scale
+        with np.errstate(over="ignore"):
+            amt = amt * scale
     elif per == "weight":
         if weight is None:
             raise RegimenError(
@@ -279,8 +280,16 @@ def dose_to_amount(
             raise RegimenError(
                 f"dose_to_amount: weight: expected finite values > 0 (kg), got {weight!r}"
             )
-        amt = amt * scale
+        with np.errstate(over="ignore"):
+            amt = amt * scale
     factor = _nmol_per_base(base, drug)
     if target_unit == "pmol":
         factor = factor * 1e3
-    return _scalar_or_array(amt * factor)
+    with np.errstate(over="ignore"):
+        out = amt * factor
+    if np.any(~np.isfinite(out)):
+        raise RegimenError(
+            f"dose_to_amount: amount {amount!r} {unit} is too large: it overflows to infinity "
+            f"in {target_unit}"
+        )
+    return _scalar_or_array(out)

@@ -322,3 +322,11 @@ def test_read_dataframe_errors_name_the_index_label():
 def test_read_missing_file(tmp_path: Path):
     with pytest.raises(RegimenError, match=re.escape(f"{tmp_path / 'nope.csv'}: file not found")):
         read_nonmem(tmp_path / "nope.csv", state_names=STATES)
+
+
+@pytest.mark.parametrize("cmt", ["nan", "inf", "-inf", float("inf")])
+def test_non_finite_cmt_names_the_row_and_column(cmt):
+    # found by tests/properties/test_fuzz_nonmem.py: int(nan) raised ValueError, int(inf) OverflowError
+    df = pd.DataFrame({"ID": [1], "TIME": [0.0], "AMT": [1.0], "CMT": [cmt]})
+    with pytest.raises(RegimenError, match=r"^recs row 0: CMT=.* is not a state"):
+        read_nonmem(df, state_names=["Ad", "Ac"], source="recs")

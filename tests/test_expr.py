@@ -230,3 +230,11 @@ def test_exponent_built_by_arithmetic_is_still_bounded():
 def test_unknown_symbol_in_to_sympy():
     with pytest.raises(ExpressionError, match=r"m\.toml: \[odes\] X: unknown symbol 'y'"):
         to_sympy(parse("x + y"), {"x": sympy.Symbol("x")})
+
+
+def test_min_max_of_a_non_finite_constant_is_an_expression_error():
+    # found by tests/properties/test_fuzz_expressions.py: sympy's Min/Max raised ValueError on zoo
+    for text in ("min(log(0), 1)", "max(1, 1 / 0 * 0, x)"):
+        e = parse_expr_checked(text, where="m.toml: [odes] A")
+        with pytest.raises(ExpressionError, match=r"m\.toml: \[odes\] A: (min|max)\(\)|division by zero"):
+            to_sympy(e, {"x": sympy.Symbol("x")})

@@ -307,3 +307,10 @@ def test_from_toml_errors(tmp_path: Path):
         Regimen.from_toml(p)
     with pytest.raises(RegimenError, match=re.escape(f"{tmp_path / 'none.toml'}: file not found")):
         Regimen.from_toml(tmp_path / "none.toml")
+
+
+def test_cycle_days_is_capped_so_validation_cannot_hang():
+    # found by tests/properties/test_fuzz_configs.py: cycle_days = 10**12 walked every day
+    with pytest.raises(RegimenError, match=r"c\.toml.*regimen\.cycle_days: expected at most 3650"):
+        Regimen.from_dict({**base(), "cycle_days": 10**12}, source="c.toml")
+    assert Regimen.from_dict({**base(), "cycle_days": 3650}, source="c.toml").cycle_days == 3650

@@ -160,3 +160,16 @@ def test_events_section_errors(tmp_path):
     start, end = GOOD.index("[regimen]"), GOOD.index("[population]")
     msg = problems_of(write(tmp_path, GOOD[:start] + '[events]\nfile = "rec.csv"\n' + GOOD[end:]))
     assert "events.file: " in msg and "row 2: RATE=-1 (modelled rate) is not supported" in msg
+
+
+def test_bad_covariate_bound_is_reported_not_a_crash(tmp_path):
+    # found by tests/properties/test_fuzz_configs.py: float("") raised ValueError
+    text = GOOD.replace("lower = 150.0,", 'lower = "",')
+    msg = problems_of(write(tmp_path, text))
+    assert "population.covariates.height.lower: expected a number" in msg
+
+
+def test_iiv_omega_is_capped(tmp_path):
+    # found by tests/properties/test_fuzz_configs.py: omega 1e12 overflowed exp() in sampling
+    msg = problems_of(write(tmp_path, GOOD.replace("ka = 0.3", "ka = 1e12")))
+    assert "population.iiv.ka: expected a number <= 10" in msg

@@ -166,3 +166,9 @@ def test_drug_validates_its_factors():
         Drug("x", nmol_per_MIU=0.0)
     with pytest.raises(ConfigError, match=re.escape("Drug('x').molar_mass: expected a number > 0, got '15kDa'")):
         Drug("x", nmol_per_MIU=1.0, molar_mass="15kDa")
+
+
+def test_dose_amount_that_overflows_is_a_regimen_error():
+    # found by tests/properties/test_fuzz_configs.py: 1e308 MIU/m2 overflowed with a RuntimeWarning
+    with pytest.raises(RegimenError, match="too large: it overflows"):
+        dose_to_amount(1e308, "MIU/m2", bsa=1.8, drug=ALDESLEUKIN)
