@@ -471,7 +471,10 @@ def _raise(problems: list[str], source: str) -> None:
 
 def _toml_value(v: Any) -> str:
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        text = v.replace("\\", "\\\\").replace('"', '\\"')
+        # control characters must be escaped in a TOML basic string
+        text = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
+        return '"' + text + '"'
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):

@@ -314,3 +314,9 @@ def test_cycle_days_is_capped_so_validation_cannot_hang():
     with pytest.raises(RegimenError, match=r"c\.toml.*regimen\.cycle_days: expected at most 3650"):
         Regimen.from_dict({**base(), "cycle_days": 10**12}, source="c.toml")
     assert Regimen.from_dict({**base(), "cycle_days": 3650}, source="c.toml").cycle_days == 3650
+
+
+def test_to_toml_escapes_control_characters():
+    # found by tests/properties/test_fuzz_configs.py (long run): a target with '\x08' wrote invalid TOML
+    r = Regimen.from_dict({**base(), "target": "A\x08c\t\"\\"}, source="c.toml")
+    assert Regimen.from_dict(tomllib.loads(r.to_toml())["regimen"], source="c.toml") == r

@@ -27,7 +27,7 @@ SOURCE = "fuzz/onecmt.toml"
 BAD = st.one_of(
     st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(), st.text(max_size=10),
     st.lists(st.one_of(st.integers(-3, 30), st.text(max_size=5), st.floats()), max_size=3),
-    st.just({}), st.just({"zzz": 1}),
+    st.builds(dict), st.fixed_dictionaries({"zzz": st.just(1)}),
     st.sampled_from([0, -1, 1e308, math.nan, math.inf, -math.inf, "", "25:00", "8:00", "08:60",
                      "Mon", "funday", ["Mon", "Mon"], [0, 1], [2, 1], [1, 10**9], 10**12]),
 )

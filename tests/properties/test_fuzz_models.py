@@ -51,7 +51,7 @@ def models(draw):
 
 BAD_VALUES = st.one_of(
     st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(), st.text(max_size=12),
-    st.lists(st.integers(), max_size=2), st.just({}), st.just({"x": 1}),
+    st.lists(st.integers(), max_size=2), st.builds(dict), st.fixed_dictionaries({"x": st.just(1)}),  # fresh dicts: no aliasing
     st.sampled_from(["x.__class__", "unknown_sym * 2", "exp(", "__import__('os')", "t ** 99", "-1", "nan"]),
 )
 
