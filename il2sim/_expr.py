@@ -450,9 +450,14 @@ class _Sympy:
         return sympy.Pow(base, exponent)
 
     def condition(self, node: Node) -> sympy.Basic:
-        if isinstance(node, Compare):
-            return _REL[node.op](self.build(node.left), self.build(node.right))
-        return sympy.Ne(self.build(node), 0)
+        try:
+            if isinstance(node, Compare):
+                return _REL[node.op](self.build(node.left), self.build(node.right))
+            return sympy.Ne(self.build(node), 0)
+        except TypeError:  # e.g. log(0) < 1: sympy cannot order zoo/nan
+            raise ExpressionError(
+                f"{self.expr.where}: comparison with a constant that is not a finite real number"
+            ) from None
 
     def build(self, node: Node) -> sympy.Expr:
         if isinstance(node, Num):

@@ -238,3 +238,11 @@ def test_min_max_of_a_non_finite_constant_is_an_expression_error():
         e = parse_expr_checked(text, where="m.toml: [odes] A")
         with pytest.raises(ExpressionError, match=r"m\.toml: \[odes\] A: (min|max)\(\)|division by zero"):
             to_sympy(e, {"x": sympy.Symbol("x")})
+
+
+def test_comparison_with_a_non_finite_constant_is_an_expression_error():
+    # found by the long fuzz run: sympy raised TypeError "Invalid comparison of non-real zoo"
+    for text in ("log(0) < 1", "where(exp(log(0)) >= 0, 1, 2)"):
+        e = parse_expr_checked(text, where="m.toml: [odes] A")
+        with pytest.raises(ExpressionError, match=r"m\.toml: \[odes\] A: comparison"):
+            to_sympy(e, {})
