@@ -597,3 +597,772 @@ def _write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Import
+
+_IL2SIM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\Z")
+# prec: 0 comparison, 1 + -, 2 * /, 3 unary minus, 4 power, 5 atom (a name, a number >= 0, a call)
+_ATOM = 5
+
+
+class _Unsupported(Exception):
+    """A construct with no il2sim equivalent; the message says which."""
+
+
+class _Infix:
+    """libsbml ASTNode -> il2sim expression text (checked afterwards by il2sim's parser).
+
+    Parentheses are written only where il2sim's grammar needs them, so a tree exported by
+    :func:`to_sbml` comes back as the same il2sim tree.
+    """
+
+    def __init__(self, libsbml, names: Mapping[str, str], functions: Mapping[str, tuple],
+                 time_factor: float):
+        self.L = libsbml
+        self.names = names  # SBML id -> il2sim text (a name, or a reaction's rate output)
+        self.functions = functions  # id -> (bvar names, body AST, il2sim builtin or None)
+        self.time_factor = time_factor
+
+    def text(self, node, env: Mapping[str, str] | None = None) -> str:
+        """Il2sim text of ``node``; ``env`` maps ids to il2sim names ahead of the model's
+        (a reaction's local parameters)."""
+        return self.emit(node, {k: (v, _ATOM) for k, v in (env or {}).items()})[0]
+
+    @staticmethod
+    def wrap(item: tuple[str, int], need: int) -> str:
+        text, prec = item
+        return f"({text})" if prec < need else text
+
+    def number(self, value: float) -> tuple[str, int]:
+        if not math.isfinite(value):
+            raise _Unsupported(f"the number {value!r} (il2sim numbers are finite)")
+        text = repr(float(value))
+        return (text, 3) if value < 0 or text.startswith("-") else (text, _ATOM)
+
+    def emit(self, node, env: Mapping[str, tuple[str, int]]) -> tuple[str, int]:
+        L = self.L
+        t = node.getType()
+        kids = [node.getChild(i) for i in range(node.getNumChildren())]
+        if t == L.AST_INTEGER:
+            v = node.getInteger()
+            return (str(v), _ATOM) if v >= 0 else (str(v), 3)
+        if t in (L.AST_REAL, L.AST_REAL_E):
+            return self.number(node.getValue())
+        if t == L.AST_RATIONAL:
+            return f"{node.getNumerator()} / {node.getDenominator()}", 2
+        if t == L.AST_CONSTANT_PI:
+            return self.number(math.pi)
+        if t == L.AST_CONSTANT_E:
+            return self.number(math.e)
+        if t == L.AST_CONSTANT_TRUE:
+            return "1", _ATOM
+        if t == L.AST_CONSTANT_FALSE:
+            return "0", _ATOM
+        if t == L.AST_NAME_AVOGADRO:
+            return self.number(6.02214076e23)
+        if t == L.AST_NAME_TIME:
+            return ("t", _ATOM) if self.time_factor == 1.0 else (f"t * {self.time_factor!r}", 2)
+        if t == L.AST_NAME:
+            name = node.getName()
+            if name in env:
+                return env[name]
+            if name not in self.names:
+                raise _Unsupported(f"the symbol {name!r}, which the model does not define")
+            return self.names[name], _ATOM
+        if t == L.AST_PLUS:
+            if not kids:
+                return "0", _ATOM
+            parts = [self.emit(k, env) for k in kids]
+            text = self.wrap(parts[0], 1)
+            for p in parts[1:]:
+                text += " + " + self.wrap(p, 2)
+            return text, 1 if len(parts) > 1 else parts[0][1]
+        if t == L.AST_TIMES:
+            if not kids:
+                return "1", _ATOM
+            parts = [self.emit(k, env) for k in kids]
+            text = self.wrap(parts[0], 2)
+            for p in parts[1:]:
+                text += " * " + self.wrap(p, 3)
+            return text, 2 if len(parts) > 1 else parts[0][1]
+        if t == L.AST_MINUS:
+            if len(kids) == 1:
+                return "-" + self.wrap(self.emit(kids[0], env), 3), 3
+            a, b = (self.emit(k, env) for k in kids)
+            return f"{self.wrap(a, 1)} - {self.wrap(b, 2)}", 1
+        if t == L.AST_DIVIDE:
+            a, b = (self.emit(k, env) for k in kids)
+            return f"{self.wrap(a, 2)} / {self.wrap(b, 3)}", 2
+        if t in (L.AST_POWER, L.AST_FUNCTION_POWER):
+            a, b = (self.emit(k, env) for k in kids)
+            return f"{self.wrap(a, _ATOM)} ** {self.wrap(b, 3)}", 4
+        if t == L.AST_FUNCTION_EXP:
+            return f"exp({self.emit(kids[0], env)[0]})", _ATOM
+        if t == L.AST_FUNCTION_LN:
+            return f"log({self.emit(kids[0], env)[0]})", _ATOM
+        if t == L.AST_FUNCTION_LOG:
+            if len(kids) == 1:
+                return f"log10({self.emit(kids[0], env)[0]})", _ATOM
+            base, x = (self.emit(k, env)[0] for k in kids)
+            if base in ("10", "10.0"):
+                return f"log10({x})", _ATOM
+            return f"log({x}) / log({base})", 2
+        if t == L.AST_FUNCTION_ROOT:
+            if len(kids) == 1:
+                return f"sqrt({self.emit(kids[0], env)[0]})", _ATOM
+            degree, x = (self.emit(k, env) for k in kids)
+            if degree[0] in ("2", "2.0"):
+                return f"sqrt({x[0]})", _ATOM
+            return f"{self.wrap(x, _ATOM)} ** (1 / {self.wrap(degree, 3)})", 4
+        if t == L.AST_FUNCTION_ABS:
+            return f"abs({self.emit(kids[0], env)[0]})", _ATOM
+        if t in (L.AST_FUNCTION_MIN, L.AST_FUNCTION_MAX):
+            f = "min" if t == L.AST_FUNCTION_MIN else "max"
+            args = [self.emit(k, env)[0] for k in kids]
+            if len(args) == 1:
+                return self.emit(kids[0], env)
+            return f"{f}({', '.join(args)})", _ATOM
+        if t in _relations(L):
+            if len(kids) != 2:
+                raise _Unsupported("a comparison with other than 2 arguments")
+            a, b = (self.emit(k, env) for k in kids)
+            return f"{self.wrap(a, 1)} {_relations(L)[t]} {self.wrap(b, 1)}", 0
+        if t in (L.AST_LOGICAL_AND, L.AST_LOGICAL_OR, L.AST_LOGICAL_NOT, L.AST_LOGICAL_XOR):
+            return self.logical(t, kids, env), _ATOM
+        if t == L.AST_FUNCTION_PIECEWISE:
+            return self.piecewise(kids, env), _ATOM
+        if t == L.AST_FUNCTION:
+            return self.user_function(node, kids, env)
+        if t == L.AST_FUNCTION_DELAY:
+            raise _Unsupported("delay() (il2sim has no delay differential equations)")
+        if t == L.AST_FUNCTION_RATE_OF:
+            raise _Unsupported("rateOf()")
+        name = node.getName() or L.formulaToL3String(node)
+        raise _Unsupported(f"the MathML function or operator {name or t!r} (il2sim expressions have "
+                           f"+ - * / **, comparisons, piecewise, exp, ln, log10, sqrt, abs, min, max)")
+
+    def condition(self, node, env) -> str:
+        """Condition of il2sim's where(): a comparison, or a number (true when non-zero)."""
+        L = self.L
+        if node.getType() == L.AST_RELATIONAL_NEQ and node.getNumChildren() == 2:
+            zero = node.getChild(1)
+            if zero.getType() == L.AST_INTEGER and zero.getInteger() == 0:
+                return self.emit(node.getChild(0), env)[0]  # as to_sbml writes where(x, a, b)
+        text, _ = self.emit(node, env)
+        return text
+
+    def logical(self, t, kids, env) -> str:
+        L = self.L
+        flags = [self.condition(k, env) for k in kids]
+        if t == L.AST_LOGICAL_NOT:
+            return f"where({flags[0]}, 0, 1)"
+        acc = flags[-1]
+        acc = f"where({acc}, 1, 0)"
+        for f in reversed(flags[:-1]):
+            if t == L.AST_LOGICAL_AND:
+                acc = f"where({f}, {acc}, 0)"
+            elif t == L.AST_LOGICAL_OR:
+                acc = f"where({f}, 1, {acc})"
+            else:  # xor
+                acc = f"where({f}, 1 - {acc}, {acc})"
+        return acc
+
+    def piecewise(self, kids, env) -> str:
+        L = self.L
+        pieces = [(kids[i], kids[i + 1]) for i in range(0, len(kids) - 1, 2)]
+        if len(kids) % 2 == 0:
+            raise _Unsupported("a piecewise() without an otherwise value")
+        otherwise = kids[-1]
+        # piecewise(1.0, c, 0.0) is how to_sbml writes a comparison used as a number
+        if (len(pieces) == 1 and _real(L, pieces[0][0], 1.0) and _real(L, otherwise, 0.0)
+                and pieces[0][1].getType() in _relations(L)):
+            return f"({self.emit(pieces[0][1], env)[0]})"
+        acc = self.emit(otherwise, env)[0]
+        for value, cond in reversed(pieces):
+            acc = f"where({self.condition(cond, env)}, {self.emit(value, env)[0]}, {acc})"
+        return acc
+
+    def user_function(self, node, kids, env) -> tuple[str, int]:
+        fid = node.getName()
+        if fid not in self.functions:
+            raise _Unsupported(f"a call of {fid!r}, which is no function definition of the model")
+        bvars, body, builtin = self.functions[fid]
+        args = [self.emit(k, env) for k in kids]
+        if len(args) != len(bvars):
+            raise _Unsupported(f"{fid}() called with {len(args)} arguments; its definition takes {len(bvars)}")
+        if builtin is not None:  # il2sim's own hill/min/max, as to_sbml wrote them
+            return f"{builtin}({', '.join(a[0] for a in args)})", _ATOM
+        inner = {b: (f"({a[0]})" if a[1] < _ATOM else a[0], _ATOM) for b, a in zip(bvars, args)}
+        text, _prec = self.emit(body, inner)
+        return f"({text})", _ATOM
+
+
+def _relations(L) -> dict:
+    return {L.AST_RELATIONAL_LT: "<", L.AST_RELATIONAL_LEQ: "<=", L.AST_RELATIONAL_GT: ">",
+            L.AST_RELATIONAL_GEQ: ">=", L.AST_RELATIONAL_EQ: "==", L.AST_RELATIONAL_NEQ: "!="}
+
+
+def _real(L, node, value: float) -> bool:
+    return node.getType() == L.AST_REAL and node.getValue() == value
+
+
+@dataclass
+class _Item:
+    """One entry of the module being written."""
+
+    kind: str  # parameter, state, output
+    name: str
+    unit: str
+    description: str
+    source: str = ""
+    value: float | None = None  # parameter
+    initial: str | float | None = None  # state
+    expr: str | None = None  # output, or the state's ODE
+    lower: float | None = None
+    upper: float | None = None
+    bioavailability: str | None = None
+    lag: str | None = None
+
+
+def from_sbml(source: str | os.PathLike, *, name: str | None = None) -> str:
+    """Convert a plain SBML model into the text of one il2sim model module (TOML).
+
+    Parameters
+    ----------
+    source
+        A path to an SBML file, or SBML text (a string starting with ``<``).
+    name
+        Module name; default: the name :func:`to_sbml` recorded, else the SBML model id.
+
+    Mapping
+    -------
+    - a ``rateRule`` target → a state with that ODE;
+    - a species changed by reactions → a state whose ODE is the sum of stoichiometry × kinetic
+      law (divided by its constant compartment size unless ``hasOnlySubstanceUnits``); each
+      reaction becomes an output with its kinetic law (local parameters become parameters
+      named ``<reaction>_<parameter>``);
+    - an ``assignmentRule`` target → an output;
+    - every other parameter, species and compartment → a parameter with its (initial) value;
+      an ``initialAssignment`` of a state that uses parameters only stays an expression,
+      anything else is evaluated to its default number;
+    - function definitions are inlined (``hill``, ``min2``, ``max2`` written by :func:`to_sbml`
+      become il2sim's ``hill``, ``min``, ``max``); ``piecewise`` becomes ``where``;
+    - time: il2sim's is in hours; a model whose ``timeUnits`` are another time unit (e.g.
+      seconds) gets its ODEs and ``time`` rescaled; undeclared time units are taken as hours.
+    - An il2sim annotation (files written by :func:`to_sbml`) restores names, units, bounds,
+      descriptions, sources, bioavailability and lag exactly.
+
+    SBML ids that are not valid il2sim names (or are reserved: ``t``, NONMEM words, function
+    names) are renamed; the module's header comment lists the renames.
+
+    Raises
+    ------
+    ModelSpecError
+        Naming the file and the element for: SBML read errors, events, algebraic rules,
+        ``delay``/``rateOf``, compartments whose size varies, fast reactions, variable
+        stoichiometry, functions il2sim lacks, or a module that fails il2sim's own checks.
+    """
+    libsbml = _libsbml()
+    text, label = _read_source(source)
+    doc = libsbml.readSBMLFromString(text)
+    problems = [f"{label}: line {e.getLine()}: {e.getMessage().strip()}"
+                for e in (doc.getError(i) for i in range(doc.getNumErrors()))
+                if e.getSeverity() >= libsbml.LIBSBML_SEV_ERROR]
+    if problems or doc.getModel() is None:
+        raise ModelSpecError(problems or [f"{label}: no <model> element"], header=f"{label}: not valid SBML")
+    if doc.getLevel() < 3:
+        doc.setLevelAndVersion(3, 2, False)
+    return _Importer(libsbml, doc.getModel(), label, name).run()
+
+
+def _read_source(source: str | os.PathLike) -> tuple[str, str]:
+    if isinstance(source, str) and source.lstrip().startswith("<"):
+        return source, "<SBML text>"
+    path = Path(source)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        raise ModelSpecError([f"{path}: file not found"], header="cannot import SBML") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelSpecError([f"{path}: cannot read the file ({exc})"], header="cannot import SBML") from None
+
+
+def _il2sim_annotation(libsbml, element) -> dict[str, str]:
+    """Attributes of the il2sim annotation element (empty if there is none)."""
+    ann = element.getAnnotation()
+    if ann is None:
+        return {}
+    for i in range(ann.getNumChildren()):
+        child = ann.getChild(i)
+        if child.getURI() == ANNOTATION_NS:
+            return {child.getAttrName(k): child.getAttrValue(k) for k in range(child.getAttributesLength())}
+    return {}
+
+
+def _model_annotation(libsbml, model) -> tuple[dict[str, str], dict[str, str]]:
+    """(attributes of il2sim:model, SBML id -> il2sim name from its renames)."""
+    ann = model.getAnnotation()
+    attrs: dict[str, str] = {}
+    renames: dict[str, str] = {}
+    if ann is None:
+        return attrs, renames
+    for i in range(ann.getNumChildren()):
+        child = ann.getChild(i)
+        if child.getURI() != ANNOTATION_NS:
+            continue
+        attrs = {child.getAttrName(k): child.getAttrValue(k) for k in range(child.getAttributesLength())}
+        for j in range(child.getNumChildren()):
+            c = child.getChild(j)
+            if c.getName() == "rename":
+                renames[c.getAttrValue("sbml")] = c.getAttrValue("il2sim")
+    return attrs, renames
+
+
+def _float(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+class _Importer:
+    def __init__(self, libsbml, model, label: str, name: str | None):
+        self.L = libsbml
+        self.m = model
+        self.label = label
+        self.name = name
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+    def fail(self, what: str, msg: str) -> None:
+        self.problems.append(f"{self.label}: {what}: {msg}")
+
+    # -- checks of what il2sim cannot represent ------------------------------------------------
+    def refuse_unsupported(self) -> None:
+        m, L = self.m, self.L
+        for i in range(m.getNumEvents()):
+            ev = m.getEvent(i)
+            self.fail(f"event {ev.getId() or f'#{i + 1}'!r}",
+                      "events are not supported: an il2sim model has no events, doses are a regimen "
+                      "applied by the caller; remove the event and give the doses as an il2sim regimen")
+        for i in range(m.getNumRules()):
+            r = m.getRule(i)
+            if r.isAlgebraic():
+                formula = L.formulaToL3String(r.getMath()) if r.getMath() is not None else ""
+                rid = f" {r.getId()!r}" if r.isSetId() else ""
+                self.fail(f"algebraic rule{rid} #{i + 1} (0 = {formula})",
+                          "algebraic rules are not supported (il2sim models are ODEs); "
+                          "rewrite it as an assignment rule or a rate rule")
+        for i in range(m.getNumCompartments()):
+            c = m.getCompartment(i)
+            if not c.getConstant() or m.getRule(c.getId()) is not None:
+                self.fail(f"compartment {c.getId()!r}", "a compartment whose size varies is not supported; "
+                          "expected constant=\"true\" and no rule for it")
+        for i in range(m.getNumReactions()):
+            r = m.getReaction(i)
+            if r.isSetFast() and r.getFast():
+                self.fail(f"reaction {r.getId()!r}", "fast reactions are not supported (expected fast=\"false\")")
+            if not r.isSetKineticLaw() or r.getKineticLaw().getMath() is None:
+                self.fail(f"reaction {r.getId()!r}", "a reaction without a kinetic law cannot be simulated; expected <kineticLaw>")
+            for sr in [*(r.getReactant(k) for k in range(r.getNumReactants())),
+                       *(r.getProduct(k) for k in range(r.getNumProducts()))]:
+                sid = sr.getId() if sr.isSetId() else ""
+                if sid and (m.getRule(sid) is not None or m.getInitialAssignment(sid) is not None) or (
+                        sr.isSetConstant() and not sr.getConstant()):
+                    self.fail(f"reaction {r.getId()!r} species {sr.getSpecies()!r}",
+                              "variable stoichiometry is not supported; expected a constant number")
+        if m.getNumConstraints():
+            self.notes.append(f"{m.getNumConstraints()} SBML constraint(s) ignored (they do not change the dynamics)")
+
+    def time_factor(self) -> float:
+        """Hours -> the model's time unit: t_sbml = factor * t_h, and d/dt_h = factor * d/dt_sbml."""
+        units = self.m.getTimeUnits() if self.m.isSetTimeUnits() else ""
+        if not units:
+            self.notes.append("the SBML model declares no time unit: taken as hours")
+            return 1.0
+        seconds = {"second": 1.0}.get(units)
+        if seconds is None:
+            ud = self.m.getUnitDefinition(units)
+            if ud is not None and ud.getNumUnits() == 1:
+                u = ud.getUnit(0)
+                if self.L.UnitKind_toString(u.getKind()) == "second" and u.getExponent() == 1:
+                    seconds = u.getMultiplier() * 10.0 ** u.getScale()
+        if seconds is None:
+            self.fail("model timeUnits", f"{units!r} is not a unit of time (expected seconds times a factor)")
+            return 1.0
+        factor = 3600.0 / seconds
+        if abs(factor - 1.0) < 1e-12:
+            return 1.0
+        self.notes.append(f"the SBML time unit is {seconds:g} s: every ODE is multiplied by {factor!r} "
+                          f"and SBML time is t * {factor!r} (il2sim time t is in hours)")
+        return factor
+
+    # -- names ---------------------------------------------------------------------------------
+    def make_names(self, sids: list[str], renames: Mapping[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        used: set[str] = set()
+        for sid in sids:
+            want = renames.get(sid, sid)
+            name = want
+            if not _IL2SIM_NAME.match(name) or name in RESERVED_NAMES or name.lower() in NONMEM_WORDS:
+                name = re.sub(r"[^A-Za-z0-9_]", "_", name)
+                name = name if re.match(r"[A-Za-z]", name) else "x" + name
+                name = name[:60]
+                if name in RESERVED_NAMES or name.lower() in NONMEM_WORDS:
+                    name += "_"
+            base, k = name, 2
+            while name in used:
+                name, k = f"{base[:60]}_{k}", k + 1
+            used.add(name)
+            out[sid] = name
+            if name != want:
+                self.notes.append(f"SBML id {sid!r} is il2sim name {name!r}")
+        return out
+
+    # -- units and texts -----------------------------------------------------------------------
+    def unit_text(self, element, ann: Mapping[str, str], fallback: str = "unspecified") -> str:
+        if ann.get("unit"):
+            return ann["unit"]
+        units = element.getUnits() if hasattr(element, "getUnits") and element.isSetUnits() else ""
+        if not units:
+            return fallback
+        if units == "dimensionless":
+            return "1"
+        ud = self.m.getUnitDefinition(units)
+        if ud is None:
+            return {"second": "s", "litre": "L", "mole": "mol", "gram": "g", "item": "item",
+                    "metre": "m", "kilogram": "kg"}.get(units, units)
+        if ud.isSetName() and ud.getName().strip():
+            return ud.getName().strip()
+        return self.L.UnitDefinition.printUnits(ud, True) or units
+
+    def description(self, element, ann: Mapping[str, str], kind: str, where: str = "") -> str:
+        if ann.get("description"):
+            return ann["description"]
+        if element.isSetName() and element.getName().strip() and element.getName() != element.getId():
+            return element.getName().strip()
+        if element.isSetNotes():
+            plain = re.sub(r"<[^>]+>", " ", element.getNotesString())
+            plain = " ".join(plain.split())
+            if plain:
+                return plain[:500]
+        return f"SBML {kind} {element.getId()!r}{where}"
+
+    # -- the conversion ------------------------------------------------------------------------
+    def run(self) -> str:
+        L, m = self.L, self.m
+        self.refuse_unsupported()
+        attrs, renames = _model_annotation(L, m)
+        time_factor = self.time_factor()
+        if self.problems:
+            raise ModelSpecError(self.problems, header=f"{self.label}: cannot import SBML")
+
+        compartments = [m.getCompartment(i) for i in range(m.getNumCompartments())]
+        species = [m.getSpecies(i) for i in range(m.getNumSpecies())]
+        parameters = [m.getParameter(i) for i in range(m.getNumParameters())]
+        reactions = [m.getReaction(i) for i in range(m.getNumReactions())]
+        local: list[tuple[str, object, object]] = []  # (global sid, reaction, local parameter)
+        taken = {e.getId() for e in (*compartments, *species, *parameters, *reactions)}
+        for r in reactions:
+            kl = r.getKineticLaw()
+            if kl is None:
+                continue
+            for k in range(kl.getNumLocalParameters() if m.getLevel() == 3 else kl.getNumParameters()):
+                lp = kl.getLocalParameter(k) if m.getLevel() == 3 else kl.getParameter(k)
+                sid = f"{r.getId()}_{lp.getId()}"
+                while sid in taken:
+                    sid += "_"
+                taken.add(sid)
+                local.append((sid, r, lp))
+        sids = [e.getId() for e in (*compartments, *species, *parameters)] + [s for s, _, _ in local] + \
+            [r.getId() for r in reactions]
+        names = self.make_names(sids, renames)
+        functions = {}
+        for i in range(m.getNumFunctionDefinitions()):
+            fd = m.getFunctionDefinition(i)
+            lam = fd.getMath()
+            if lam is None:
+                continue
+            bvars = [lam.getChild(k).getName() for k in range(lam.getNumBvars())]
+            builtin = _il2sim_annotation(L, fd).get("name")
+            functions[fd.getId()] = (bvars, fd.getBody(), builtin if builtin in ("hill", "min", "max") else None)
+        infix = _Infix(L, names, functions, time_factor)
+
+        def expr(math_node, what: str, env: Mapping[str, str] | None = None) -> str | None:
+            if math_node is None:
+                self.fail(what, "has no <math>")
+                return None
+            try:
+                text = infix.text(math_node, env)
+                parse_expr_checked(text, where=f"{self.label}: {what}")
+            except _Unsupported as exc:
+                self.fail(what, f"{exc} is not supported")
+                return None
+            except ExpressionError as exc:
+                self.problems.extend(exc.problems)
+                return None
+            return text
+
+        rate_rules, assignment_rules = {}, {}
+        for i in range(m.getNumRules()):
+            r = m.getRule(i)
+            if r.isRate():
+                rate_rules[r.getVariable()] = r
+            elif r.isAssignment():
+                assignment_rules[r.getVariable()] = r
+        initial_assignments = {m.getInitialAssignment(i).getSymbol(): m.getInitialAssignment(i)
+                               for i in range(m.getNumInitialAssignments())}
+
+        # reaction fluxes per species: [(stoichiometry, reaction id)]
+        flux: dict[str, list[tuple[float, str]]] = {}
+        for r in reactions:
+            for sign, getn, get in ((-1.0, r.getNumReactants, r.getReactant), (1.0, r.getNumProducts, r.getProduct)):
+                for k in range(getn()):
+                    sr = get(k)
+                    stoich = sr.getStoichiometry() if sr.isSetStoichiometry() else math.nan
+                    if not math.isfinite(stoich):
+                        self.fail(f"reaction {r.getId()!r} species {sr.getSpecies()!r}",
+                                  "stoichiometry is not set; expected a number")
+                        continue
+                    flux.setdefault(sr.getSpecies(), []).append((sign * stoich, r.getId()))
+
+        # numeric values of everything at t = 0 (for parameters and evaluated initial values)
+        values: dict[str, float] = {}
+        pending: dict[str, str] = {}
+        sizes = {c.getId(): c for c in compartments}
+        for c in compartments:
+            if c.isSetSize():
+                values[names[c.getId()]] = c.getSize()
+            elif c.getId() not in initial_assignments:
+                values[names[c.getId()]] = 1.0
+                self.notes.append(f"compartment {c.getId()!r} has no size: taken as 1")
+        for p in parameters:
+            if p.isSetValue():
+                values[names[p.getId()]] = p.getValue()
+        for sid, r, lp in local:
+            values[names[sid]] = lp.getValue()
+        species_initial: dict[str, str | float] = {}
+        for s in species:
+            sid, comp = s.getId(), s.getCompartment()
+            vname = names.get(comp, comp)
+            if s.isSetInitialAmount():
+                a = s.getInitialAmount()
+                species_initial[sid] = a if s.getHasOnlySubstanceUnits() else f"{a!r} / {vname}"
+            elif s.isSetInitialConcentration():
+                c = s.getInitialConcentration()
+                species_initial[sid] = f"{c!r} * {vname}" if s.getHasOnlySubstanceUnits() else c
+            elif sid not in initial_assignments and sid not in assignment_rules:
+                self.fail(f"species {sid!r}", "has no initial amount, concentration or initial assignment")
+        for sid, ia in initial_assignments.items():
+            if ia.getMath() is not None:
+                text = expr(ia.getMath(), f"initialAssignment {sid!r}")
+                if text is not None:
+                    pending[sid] = text
+        for sid, v in species_initial.items():
+            if isinstance(v, float):
+                values[names[sid]] = v
+            elif sid not in pending:
+                pending[sid] = v
+        # assignment rules hold at t = 0 too
+        for sid, r in assignment_rules.items():
+            if sid not in names:
+                continue
+            text = expr(r.getMath(), f"assignmentRule {sid!r}")
+            if text is not None:
+                pending.setdefault(sid, text)
+        for _ in range(len(pending) + 1):
+            progress = False
+            for sid, text in list(pending.items()):
+                e = parse_expr_checked(text, where=f"{self.label}: initial value of {sid!r}")
+                try:
+                    values[names[sid]] = evaluate(e, values)
+                except KeyError:
+                    continue
+                progress = True
+            if not progress:
+                break
+
+        # local parameters in kinetic laws: the expression walker sees their global names
+        items: list[_Item] = []
+        state_sids: list[str] = []
+        for s in species:
+            sid = s.getId()
+            if sid in rate_rules:
+                state_sids.append(sid)
+            elif sid in flux and not s.getBoundaryCondition() and not s.getConstant() and sid not in assignment_rules:
+                state_sids.append(sid)
+        for p in (*compartments, *parameters):
+            if p.getId() in rate_rules:
+                state_sids.append(p.getId())
+        order = {e.getId(): i for i, e in enumerate((*parameters, *species, *compartments))}
+        state_sids.sort(key=lambda s: order[s])  # files from to_sbml: the il2sim state order
+
+        element_of = {e.getId(): e for e in (*compartments, *species, *parameters)}
+        kind_of = {**{c.getId(): "compartment" for c in compartments}, **{s.getId(): "species" for s in species},
+                   **{p.getId(): "parameter" for p in parameters}}
+        param_names = set()
+        for sid in [e.getId() for e in (*compartments, *species, *parameters)]:
+            if sid in state_sids or sid in assignment_rules:
+                continue
+            el = element_of[sid]
+            ann = _il2sim_annotation(L, el)
+            v = values.get(names[sid])
+            if v is None:
+                self.fail(f"{kind_of[sid]} {sid!r}", "has no value (expected a value or an initial assignment)")
+                continue
+            src = ann.get("source") or f"SBML import of {self.label}: {kind_of[sid]} {sid!r}"
+            if sid in initial_assignments:
+                src += f" (initial assignment {pending.get(sid, '?')!r} evaluated with the default values)"
+            items.append(_Item("parameter", names[sid], self.unit_text(el, ann),
+                               self.description(el, ann, kind_of[sid]), src, value=v,
+                               lower=_float(ann.get("lower")) if ann else (-math.inf if v < 0 else None),
+                               upper=_float(ann.get("upper"))))
+            param_names.add(names[sid])
+        for sid, r, lp in local:
+            ann = _il2sim_annotation(L, lp)
+            v = lp.getValue()
+            items.append(_Item("parameter", names[sid], self.unit_text(lp, ann),
+                               self.description(lp, ann, "local parameter", f" of reaction {r.getId()!r}"),
+                               f"SBML import of {self.label}: local parameter {lp.getId()!r} of reaction {r.getId()!r}",
+                               value=v, lower=-math.inf if v < 0 else None))
+            param_names.add(names[sid])
+
+        for sid in state_sids:
+            el = element_of[sid]
+            ann = _il2sim_annotation(L, el)
+            what = f"{kind_of[sid]} {sid!r}"
+            if sid in rate_rules:
+                rhs = expr(rate_rules[sid].getMath(), f"rateRule {sid!r}")
+            else:
+                terms = []
+                for stoich, rid in flux[sid]:
+                    rn = names[rid]
+                    terms.append(rn if stoich == 1 else f"-{rn}" if stoich == -1 else f"{stoich!r} * {rn}")
+                rhs = " + ".join(terms).replace("+ -", "- ")
+                conv = el.getConversionFactor() if el.isSetConversionFactor() else (
+                    m.getConversionFactor() if m.isSetConversionFactor() else "")
+                if conv:
+                    rhs = f"{names[conv]} * ({rhs})"
+                if not el.getHasOnlySubstanceUnits():
+                    rhs = f"({rhs}) / {names[el.getCompartment()]}"
+            if rhs is not None and time_factor != 1.0:
+                rhs = f"{time_factor!r} * ({rhs})"
+            # initial value: an expression of parameters stays one; anything else is evaluated
+            initial: str | float | None = None
+            text = pending.get(sid) if sid in initial_assignments or not isinstance(species_initial.get(sid), float) else None
+            if text is not None:
+                used = parse_expr_checked(text, where=what).symbols
+                initial = text if used <= param_names else values.get(names[sid])
+            elif kind_of[sid] == "species":
+                initial = species_initial.get(sid)
+            else:
+                initial = el.getSize() if kind_of[sid] == "compartment" else (el.getValue() if el.isSetValue() else None)
+            if initial is None:
+                self.fail(what, "has no initial value")
+                continue
+            v0 = values.get(names[sid], 0.0)
+            lower = _float(ann.get("lower")) if ann else (-math.inf if v0 < 0 else None)
+            items.append(_Item("state", names[sid], self.unit_text(el, ann), self.description(el, ann, kind_of[sid]),
+                               initial=initial, expr=rhs, lower=lower,
+                               bioavailability=ann.get("bioavailability"), lag=ann.get("lag")))
+        for sid, r in assignment_rules.items():
+            el = element_of.get(sid)
+            if el is None:
+                self.fail(f"assignmentRule {sid!r}", "sets a species reference or an unknown symbol; not supported")
+                continue
+            ann = _il2sim_annotation(L, el)
+            text = expr(r.getMath(), f"assignmentRule {sid!r}")
+            items.append(_Item("output", names[sid], self.unit_text(el, ann), self.description(el, ann, kind_of[sid]),
+                               expr=text))
+        for r in reactions:
+            env = {lp.getId(): names[sid] for sid, rr, lp in local if rr is r}
+            text = expr(r.getKineticLaw().getMath(), f"reaction {r.getId()!r} kineticLaw", env)
+            items.append(_Item("output", names[r.getId()], "unspecified",
+                               self.description(r, {}, "reaction") + " (its rate: extent per SBML time unit)",
+                               expr=text))
+        if self.problems:
+            raise ModelSpecError(self.problems, header=f"{self.label}: cannot import SBML")
+        module_name = self.name or attrs.get("name") or m.getId() or Path(self.label).stem
+        description = (m.getName() if m.isSetName() and m.getName() != m.getId() else "") or \
+            f"imported from SBML {Path(self.label).name}"
+        if attrs.get("name"):
+            description = f"il2sim model {attrs['name']} (text_hash {attrs.get('text_hash', '?')}) round-tripped through SBML"
+        toml = _module_toml(module_name, description, self.label, items, self.notes)
+        self.check(toml)
+        return toml
+
+    def check(self, toml: str) -> None:
+        """The module must pass il2sim's own checks; otherwise the import failed."""
+        from .model import check_module
+
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "imported.toml"
+            path.write_text(toml, encoding="utf-8")
+            try:
+                check_module(path)
+            except ModelSpecError as exc:
+                raise ModelSpecError([p.replace(str(path), "the imported module") for p in exc.problems],
+                                     header=f"{self.label}: cannot import SBML: the module fails il2sim's checks") from None
+
+
+def _toml_str(v: str) -> str:
+    text = v.replace("\\", "\\\\").replace('"', '\\"')
+    text = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
+    return '"' + text + '"'
+
+
+def _toml_num(v: float) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return repr(v)
+
+
+def _module_toml(name: str, description: str, label: str, items: list[_Item], notes: list[str]) -> str:
+    import il2sim
+
+    lines = [f"# Imported from SBML ({label}) by il2sim {il2sim.__version__} (il2sim sbml import).",
+             "# Time is in hours."]
+    lines += [f"# Note: {n}" for n in notes]
+    lines += ["", "[model]", f"name = {_toml_str(name)}", f"description = {_toml_str(description)}",
+              'time_unit = "h"', "", "[parameters]"]
+    for it in items:
+        if it.kind == "parameter":
+            fields = [f"value = {_toml_num(it.value)}"]
+            if it.lower is not None and it.lower != 0.0:
+                fields.append(f"lower = {_toml_num(it.lower)}")
+            if it.upper is not None and it.upper != math.inf:
+                fields.append(f"upper = {_toml_num(it.upper)}")
+            fields += [f"unit = {_toml_str(it.unit)}", f"description = {_toml_str(it.description)}",
+                       f"source = {_toml_str(it.source)}"]
+            lines.append(f"{it.name} = {{ {', '.join(fields)} }}")
+    lines += ["", "[states]"]
+    for it in items:
+        if it.kind == "state":
+            init = _toml_str(it.initial) if isinstance(it.initial, str) else _toml_num(it.initial)
+            fields = [f"initial = {init}", f"unit = {_toml_str(it.unit)}", f"description = {_toml_str(it.description)}"]
+            if it.lower is not None and it.lower != 0.0:
+                fields.append(f"lower = {_toml_num(it.lower)}")
+            if it.bioavailability:
+                fields.append(f"bioavailability = {_toml_str(it.bioavailability)}")
+            if it.lag:
+                fields.append(f"lag = {_toml_str(it.lag)}")
+            lines.append(f"{it.name} = {{ {', '.join(fields)} }}")
+    lines += ["", "[outputs]"]
+    for it in items:
+        if it.kind == "output":
+            lines.append(f"{it.name} = {{ expr = {_toml_str(it.expr or '0')}, unit = {_toml_str(it.unit)}, "
+                         f"description = {_toml_str(it.description)} }}")
+    lines += ["", "[odes]"]
+    for it in items:
+        if it.kind == "state":
+            lines.append(f"{it.name} = {_toml_str(it.expr or '0')}")
+    return "\n".join(lines) + "\n"
