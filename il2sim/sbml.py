@@ -16,8 +16,8 @@ state ``y`` with ODE ``f``   ``<parameter id="y" constant="false" value=…>`` a
 output ``o = e``             ``<parameter id="o" constant="false">`` and ``<assignmentRule
                              variable="o">`` with ``e``
 time ``t`` (h)               the ``time`` csymbol; the model's ``timeUnits`` is the hour
-``hill``, ``min``, ``max``   ``<functionDefinition>`` s ``hill``, ``min2``, ``max2`` (MathML
-                             ``piecewise``; ``min(a, b, c)`` is ``min2(min2(a, b), c)``)
+``hill``, ``min``, ``max``   function definitions ``hill``, ``min2``, ``max2``, ``min3``, … (one per
+                             number of arguments; ``min2`` is a MathML ``piecewise``)
 ``where(c, a, b)``           ``piecewise(a, c, b)`` (``c != 0`` when ``c`` is not a comparison);
                              a comparison used as a number is ``piecewise(1.0, c, 0.0)``
 ``log``, ``log10``, ``sqrt`` ``ln``, ``log`` (base 10), ``root`` (degree 2)
@@ -300,10 +300,11 @@ def _attr(v: object) -> str:
 class _MathBuilder:
     """il2sim expression tree -> libsbml ASTNode (never through text)."""
 
-    def __init__(self, libsbml, ids: Mapping[str, str], functions: Mapping[str, str]):
+    def __init__(self, libsbml, ids: Mapping[str, str], functions: Mapping[tuple[str, int], str]):
         self.L = libsbml
         self.ids = ids
-        self.functions = functions  # "hill"/"min"/"max" -> function definition id
+        self.functions = functions  # ("hill"|"min"|"max", number of arguments) -> function definition id
+        self.exact: dict[str, str] = {}  # placeholder name -> repr of a float (see _exact_numbers)
 
     def node(self, kind, *children):
         n = self.L.ASTNode(kind)
@@ -315,9 +316,14 @@ class _MathBuilder:
         if isinstance(value, int):
             n = self.L.ASTNode(self.L.AST_INTEGER)
             _ok(n.setValue(int(value)), "MathML")
-        else:
+        elif _short(float(value)) == float(value):
             n = self.L.ASTNode(self.L.AST_REAL)
             _ok(n.setValue(float(value)), "MathML")
+        else:  # libsbml would write only 15 digits: a placeholder, replaced in the text
+            name = f"{_EXACT}{len(self.exact)}"
+            self.exact[name] = repr(float(value))
+            n = self.L.ASTNode(self.L.AST_NAME)
+            _ok(n.setName(name), "MathML")
         return n
 
     def call(self, name: str, *args):
@@ -371,24 +377,30 @@ class _MathBuilder:
         if f == "where":
             return self.node(L.AST_FUNCTION_PIECEWISE, self.build(args[1]), self.condition(args[0]),
                              self.build(args[2]))
-        if f in ("min", "max"):
-            acc = self.call(self.functions[f], self.build(args[0]), self.build(args[1]))
-            for a in args[2:]:
-                acc = self.call(self.functions[f], acc, self.build(a))
-            return acc
-        if f == "hill":
-            return self.call(self.functions["hill"], *(self.build(a) for a in args))
-        kind = {"exp": L.AST_FUNCTION_EXP, "log": L.AST_FUNCTION_LN, "log10": L.AST_FUNCTION_LOG,
-                "sqrt": L.AST_FUNCTION_ROOT, "abs": L.AST_FUNCTION_ABS}[f]
+        if f in ("min", "max", "hill"):
+            return self.call(self.functions[(f, len(args))], *(self.build(a) for a in args))
+        if f == "log10":  # <log/> with <logbase> 10
+            return self.node(L.AST_FUNCTION_LOG, self.number(10), self.build(args[0]))
+        if f == "sqrt":  # <root/> with <degree> 2
+            return self.node(L.AST_FUNCTION_ROOT, self.number(2), self.build(args[0]))
+        kind = {"exp": L.AST_FUNCTION_EXP, "log": L.AST_FUNCTION_LN, "abs": L.AST_FUNCTION_ABS}[f]
         return self.node(kind, self.build(args[0]))
 
 
-# il2sim function -> (preferred SBML id, lambda in L3 infix syntax with unambiguous names)
-_FUNCTION_DEFS = {
-    "hill": ("hill", "lambda(xx, kk, nn, xx^nn / (kk^nn + xx^nn))"),
-    "min": ("min2", "lambda(aa, bb, piecewise(aa, aa <= bb, bb))"),
-    "max": ("max2", "lambda(aa, bb, piecewise(aa, aa >= bb, bb))"),
-}
+def _function_body(f: str, n: int, ids: Mapping[tuple[str, int], str]) -> str:
+    """Lambda of il2sim function ``f`` with ``n`` arguments, in L3 infix syntax.
+
+    ``min``/``max`` of two arguments are a ``piecewise``; of ``n > 2`` they call the
+    ``n - 1`` and 2 argument ones, so that every arity has its own definition and
+    :func:`from_sbml` gives back the same call.
+    """
+    if f == "hill":
+        return "lambda(xx, kk, nn, xx^nn / (kk^nn + xx^nn))"
+    if n == 2:
+        return f"lambda(a1, a2, piecewise(a1, a1 {'<=' if f == 'min' else '>='} a2, a2))"
+    args = ", ".join(f"a{i}" for i in range(1, n + 1))
+    head = ", ".join(f"a{i}" for i in range(1, n))
+    return f"lambda({args}, {ids[(f, 2)]}({ids[(f, n - 1)]}({head}), a{n}))"
 
 
 def _document(model: Model):
@@ -424,24 +436,26 @@ def _document(model: Model):
     used = set()
     for e in _all_exprs(model):
         used |= _functions_used(e.root)
-    functions: dict[str, str] = {}
-    for f in ("hill", "min", "max"):
-        if f not in used:
-            continue
-        fid, body = _FUNCTION_DEFS[f]
+    needed = sorted({("hill", 3)} & used | {(f, k) for f, n in used if f in ("min", "max")
+                                             for k in range(2, n + 1)})
+    functions: dict[tuple[str, int], str] = {}
+    for f, n in needed:
+        fid = "hill" if f == "hill" else f"{f}{n}"
         while fid in taken:
             fid += "_"
         taken.add(fid)
-        functions[f] = fid
+        functions[(f, n)] = fid
         fd = m.createFunctionDefinition()
         _ok(fd.setId(fid), fid)
-        math_ = libsbml.parseL3Formula(body)
+        math_ = libsbml.parseL3Formula(_function_body(f, n, functions))
         if math_ is None:  # pragma: no cover - a fixed formula
             raise RuntimeError(f"SBML export: {fid}: {libsbml.getLastParseL3Error()}")
         _ok(fd.setMath(math_), fid)
         _ok(fd.setMetaId(f"il2sim_fn_{fid}"), fid)
         _ok(fd.setAnnotation(_annotation("function", {"name": f})), fid)
-    build = _MathBuilder(libsbml, ids, functions).build
+    builder = _MathBuilder(libsbml, ids, functions)
+    build = builder.build
+    written: dict[str, float] = {}  # SBML id -> value attribute
 
     def element(p, meta: str, unit: str, attrs: dict, notes: list[str]):
         _ok(p.setMetaId(meta), meta)
@@ -459,6 +473,7 @@ def _document(model: Model):
         _ok(p.setName(prm.name), sid)
         _ok(p.setConstant(True), sid)
         _ok(p.setValue(prm.value), sid)
+        written[sid] = prm.value
         element(p, f"il2sim_p_{sid}", prm.unit,
                 {"_tag": "parameter", "description": prm.description, "source": prm.source,
                  "lower": prm.lower, "upper": prm.upper, "module": prm.file},
@@ -469,7 +484,8 @@ def _document(model: Model):
         _ok(p.setId(sid), sid)
         _ok(p.setName(st.name), sid)
         _ok(p.setConstant(False), sid)
-        _ok(p.setValue(evaluate(st.initial, values)), sid)
+        written[sid] = evaluate(st.initial, values)
+        _ok(p.setValue(written[sid]), sid)
         notes = [f"{st.description} [{st.unit}]"]
         dosing = {}
         if st.bioavailability is not None or st.lag is not None:
@@ -523,7 +539,35 @@ def _document(model: Model):
     if any(k != v for k, v in ids.items()):
         lines.append("Renamed (il2sim -> SBML): " + ", ".join(f"{k} -> {v}" for k, v in ids.items() if k != v))
     _ok(m.setNotes(_notes(*lines)), "model notes")
-    return doc
+    return doc, builder.exact, written
+
+
+_EXACT = "il2sim_exact_number_"
+
+
+def _short(v: float) -> float:
+    """``v`` as libsbml writes it: 15 significant digits."""
+    return float(f"{v:.15g}")
+
+
+def _exact_numbers(text: str, numbers: Mapping[str, str], values: Mapping[str, float]) -> str:
+    """Put back the digits libsbml drops: it writes doubles with 15 significant digits, which
+    changes e.g. 1/3 or a computed initial value in the last bits. MathML numbers were written
+    as placeholder names; parameter values are rewritten in their element."""
+    def number(m: re.Match) -> str:
+        return f"<cn> {numbers[m.group(1)]} </cn>"
+
+    text, n = re.subn(rf"<ci>\s*({_EXACT}\d+)\s*</ci>", number, text)
+    if n != len(numbers):  # pragma: no cover - a change in libsbml's output
+        raise RuntimeError(f"SBML export: {len(numbers)} exact numbers, {n} placeholders found")
+    for sid, v in values.items():
+        if _short(v) == v:
+            continue
+        pattern = re.compile(rf'(<parameter\b[^>]*\bid="{re.escape(sid)}"[^>]*\bvalue=")([^"]*)(")')
+        text, n = pattern.subn(lambda m: m.group(1) + repr(v) + m.group(3), text)
+        if n != 1:  # pragma: no cover - a change in libsbml's output
+            raise RuntimeError(f"SBML export: value of {sid!r} not found in libsbml's output")
+    return text
 
 
 def _sid(text: str) -> str:
@@ -539,8 +583,9 @@ def _all_exprs(model: Model):
         yield o.expr
 
 
-def _functions_used(root) -> set[str]:
-    out: set[str] = set()
+def _functions_used(root) -> set[tuple[str, int]]:
+    """(function, number of arguments) of every call in the tree."""
+    out: set[tuple[str, int]] = set()
     stack = [root]
     while stack:
         node = stack.pop()
@@ -549,7 +594,7 @@ def _functions_used(root) -> set[str]:
         elif isinstance(node, Neg):
             stack.append(node.operand)
         elif isinstance(node, Call):
-            out.add(node.func)
+            out.add((node.func, len(node.args)))
             stack += node.args
     return out
 
@@ -572,11 +617,11 @@ def to_sbml(model: Model) -> str:
     True
     """
     libsbml = _libsbml()
-    doc = _document(model)
+    doc, exact, values = _document(model)
     text = libsbml.writeSBMLToString(doc)
     if not text:  # pragma: no cover
         raise RuntimeError(f"SBML export of {model.name}: libsbml wrote nothing")
-    return text
+    return _exact_numbers(text, exact, values)
 
 
 def write_sbml(model: Model, path: str | os.PathLike) -> Path:
@@ -847,7 +892,7 @@ def from_sbml(source: str | os.PathLike, *, name: str | None = None) -> str:
     - every other parameter, species and compartment → a parameter with its (initial) value;
       an ``initialAssignment`` of a state that uses parameters only stays an expression,
       anything else is evaluated to its default number;
-    - function definitions are inlined (``hill``, ``min2``, ``max2`` written by :func:`to_sbml`
+    - function definitions are inlined (``hill``, ``min2``, ``max3``… written by :func:`to_sbml`
       become il2sim's ``hill``, ``min``, ``max``); ``piecewise`` becomes ``where``;
     - time: il2sim's is in hours; a model whose ``timeUnits`` are another time unit (e.g.
       seconds) gets its ODEs and ``time`` rescaled; undeclared time units are taken as hours.
