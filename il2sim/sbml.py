@@ -682,7 +682,7 @@ class _Infix:
 
     def number(self, value: float) -> tuple[str, int]:
         if not math.isfinite(value):
-            raise _Unsupported(f"the number {value!r} (il2sim numbers are finite)")
+            raise _Unsupported(f"the number {value!r} is not supported (il2sim numbers are finite)")
         text = repr(float(value))
         return (text, 3) if value < 0 or text.startswith("-") else (text, _ATOM)
 
@@ -714,7 +714,7 @@ class _Infix:
             if name in env:
                 return env[name]
             if name not in self.names:
-                raise _Unsupported(f"the symbol {name!r}, which the model does not define")
+                raise _Unsupported(f"the symbol {name!r} is not defined in the model")
             return self.names[name], _ATOM
         if t == L.AST_PLUS:
             if not kids:
@@ -771,7 +771,7 @@ class _Infix:
             return f"{f}({', '.join(args)})", _ATOM
         if t in _relations(L):
             if len(kids) != 2:
-                raise _Unsupported("a comparison with other than 2 arguments")
+                raise _Unsupported("a comparison with other than 2 arguments is not supported")
             a, b = (self.emit(k, env) for k in kids)
             return f"{self.wrap(a, 1)} {_relations(L)[t]} {self.wrap(b, 1)}", 0
         if t in (L.AST_LOGICAL_AND, L.AST_LOGICAL_OR, L.AST_LOGICAL_NOT, L.AST_LOGICAL_XOR):
@@ -781,12 +781,13 @@ class _Infix:
         if t == L.AST_FUNCTION:
             return self.user_function(node, kids, env)
         if t == L.AST_FUNCTION_DELAY:
-            raise _Unsupported("delay() (il2sim has no delay differential equations)")
+            raise _Unsupported("delay() is not supported (il2sim has no delay differential equations)")
         if t == L.AST_FUNCTION_RATE_OF:
-            raise _Unsupported("rateOf()")
+            raise _Unsupported("rateOf() is not supported")
         name = node.getName() or L.formulaToL3String(node)
-        raise _Unsupported(f"the MathML function or operator {name or t!r} (il2sim expressions have "
-                           f"+ - * / **, comparisons, piecewise, exp, ln, log10, sqrt, abs, min, max)")
+        raise _Unsupported(f"the MathML function or operator {name or t!r} is not supported (il2sim expressions "
+                           f"have + - * / ^, comparisons, and, or, not, piecewise, exp, ln, log, root, abs, "
+                           f"min, max and function definitions)")
 
     def condition(self, node, env) -> str:
         """Condition of il2sim's where(): a comparison, or a number (true when non-zero)."""
@@ -818,7 +819,7 @@ class _Infix:
         L = self.L
         pieces = [(kids[i], kids[i + 1]) for i in range(0, len(kids) - 1, 2)]
         if len(kids) % 2 == 0:
-            raise _Unsupported("a piecewise() without an otherwise value")
+            raise _Unsupported("a piecewise() without an otherwise value is not supported")
         otherwise = kids[-1]
         # piecewise(1.0, c, 0.0) is how to_sbml writes a comparison used as a number
         if (len(pieces) == 1 and _real(L, pieces[0][0], 1.0) and _real(L, otherwise, 0.0)
@@ -832,11 +833,11 @@ class _Infix:
     def user_function(self, node, kids, env) -> tuple[str, int]:
         fid = node.getName()
         if fid not in self.functions:
-            raise _Unsupported(f"a call of {fid!r}, which is no function definition of the model")
+            raise _Unsupported(f"the function {fid!r} is not defined in the model")
         bvars, body, builtin = self.functions[fid]
         args = [self.emit(k, env) for k in kids]
         if len(args) != len(bvars):
-            raise _Unsupported(f"{fid}() called with {len(args)} arguments; its definition takes {len(bvars)}")
+            raise _Unsupported(f"{fid}() is called with {len(args)} arguments, but its definition takes {len(bvars)}")
         if builtin is not None:  # il2sim's own hill/min/max, as to_sbml wrote them
             return f"{builtin}({', '.join(a[0] for a in args)})", _ATOM
         inner = {b: (f"({a[0]})" if a[1] < _ATOM else a[0], _ATOM) for b, a in zip(bvars, args)}
@@ -881,8 +882,8 @@ def from_sbml(source: str | os.PathLike, *, name: str | None = None) -> str:
     name
         Module name; default: the name :func:`to_sbml` recorded, else the SBML model id.
 
-    Mapping
-    -------
+    Notes
+    -----
     - a ``rateRule`` target → a state with that ODE;
     - a species changed by reactions → a state whose ODE is the sum of stoichiometry × kinetic
       law (divided by its constant compartment size unless ``hasOnlySubstanceUnits``); each
@@ -1123,8 +1124,13 @@ class _Importer:
                     sid += "_"
                 taken.add(sid)
                 local.append((sid, r, lp))
+        # a species reference with an id is a symbol: its (constant) stoichiometry
+        stoich_refs = [(sr, r) for r in reactions
+                       for sr in [*(r.getReactant(k) for k in range(r.getNumReactants())),
+                                  *(r.getProduct(k) for k in range(r.getNumProducts()))]
+                       if sr.isSetId() and sr.getId()]
         sids = [e.getId() for e in (*compartments, *species, *parameters)] + [s for s, _, _ in local] + \
-            [r.getId() for r in reactions]
+            [sr.getId() for sr, _ in stoich_refs] + [r.getId() for r in reactions]
         names = self.make_names(sids, renames)
         functions = {}
         for i in range(m.getNumFunctionDefinitions()):
@@ -1145,7 +1151,7 @@ class _Importer:
                 text = infix.text(math_node, env)
                 parse_expr_checked(text, where=f"{self.label}: {what}")
             except _Unsupported as exc:
-                self.fail(what, f"{exc} is not supported")
+                self.fail(what, str(exc))
                 return None
             except ExpressionError as exc:
                 self.problems.extend(exc.problems)
@@ -1178,7 +1184,6 @@ class _Importer:
         # numeric values of everything at t = 0 (for parameters and evaluated initial values)
         values: dict[str, float] = {}
         pending: dict[str, str] = {}
-        sizes = {c.getId(): c for c in compartments}
         for c in compartments:
             if c.isSetSize():
                 values[names[c.getId()]] = c.getSize()
@@ -1190,6 +1195,8 @@ class _Importer:
                 values[names[p.getId()]] = p.getValue()
         for sid, r, lp in local:
             values[names[sid]] = lp.getValue()
+        for sr, _ in stoich_refs:
+            values[names[sr.getId()]] = sr.getStoichiometry()
         species_initial: dict[str, str | float] = {}
         for s in species:
             sid, comp = s.getId(), s.getCompartment()
@@ -1213,25 +1220,21 @@ class _Importer:
             elif sid not in pending:
                 pending[sid] = v
         # assignment rules hold at t = 0 too
-        for sid, r in assignment_rules.items():
-            if sid not in names:
-                continue
-            text = expr(r.getMath(), f"assignmentRule {sid!r}")
-            if text is not None:
-                pending.setdefault(sid, text)
-        for _ in range(len(pending) + 1):
-            progress = False
-            for sid, text in list(pending.items()):
-                e = parse_expr_checked(text, where=f"{self.label}: initial value of {sid!r}")
+        rule_text = {sid: expr(r.getMath(), f"assignmentRule {sid!r}") for sid, r in assignment_rules.items()}
+        todo = {sid: text for sid, text in {**rule_text, **pending}.items() if text is not None and sid in names}
+        while todo:  # in dependency order: evaluate whatever has all its values
+            done = []
+            for sid, text in todo.items():
                 try:
-                    values[names[sid]] = evaluate(e, values)
+                    values[names[sid]] = evaluate(parse_expr_checked(text, where=sid), values)
                 except KeyError:
                     continue
-                progress = True
-            if not progress:
-                break
+                done.append(sid)
+            if not done:
+                break  # reported below as a missing value
+            for sid in done:
+                del todo[sid]
 
-        # local parameters in kinetic laws: the expression walker sees their global names
         items: list[_Item] = []
         state_sids: list[str] = []
         for s in species:
@@ -1275,6 +1278,13 @@ class _Importer:
                                f"SBML import of {self.label}: local parameter {lp.getId()!r} of reaction {r.getId()!r}",
                                value=v, lower=-math.inf if v < 0 else None))
             param_names.add(names[sid])
+        for sr, r in stoich_refs:
+            v = sr.getStoichiometry()
+            items.append(_Item("parameter", names[sr.getId()], "1",
+                               f"stoichiometry of species {sr.getSpecies()!r} in reaction {r.getId()!r}",
+                               f"SBML import of {self.label}: species reference {sr.getId()!r}", value=v,
+                               lower=-math.inf if v < 0 else None))
+            param_names.add(names[sr.getId()])
 
         for sid in state_sids:
             el = element_of[sid]
@@ -1320,7 +1330,7 @@ class _Importer:
                 self.fail(f"assignmentRule {sid!r}", "sets a species reference or an unknown symbol; not supported")
                 continue
             ann = _il2sim_annotation(L, el)
-            text = expr(r.getMath(), f"assignmentRule {sid!r}")
+            text = rule_text[sid]
             items.append(_Item("output", names[sid], self.unit_text(el, ann), self.description(el, ann, kind_of[sid]),
                                expr=text))
         for r in reactions:
