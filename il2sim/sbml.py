@@ -44,7 +44,8 @@ for (unit string, bounds, module, description, source), and on dosed states the
 **bioavailability and lag**: in il2sim doses are events that the caller's regimen applies
 (times, amounts, F, lag); they are not part of the model, so the SBML file has no events.
 Apply doses in the other tool by setting the dosed state (e.g. ``Asc += F * amount`` at
-``time + lag``).
+``time + lag``), or pass one subject's bolus doses to ``to_sbml(model, doses=...)``, which
+writes them as SBML events with exactly that effect.
 
 Import (:func:`from_sbml`)
 --------------------------
@@ -403,7 +404,7 @@ def _function_body(f: str, n: int, ids: Mapping[tuple[str, int], str]) -> str:
     return f"lambda({args}, {ids[(f, 2)]}({ids[(f, n - 1)]}({head}), a{n}))"
 
 
-def _document(model: Model):
+def _document(model: Model, doses=None):
     libsbml = _libsbml()
     import il2sim
 
@@ -538,8 +539,55 @@ def _document(model: Model):
                  "Dosed states carry their bioavailability and lag in their notes and annotation.")
     if any(k != v for k, v in ids.items()):
         lines.append("Renamed (il2sim -> SBML): " + ", ".join(f"{k} -> {v}" for k, v in ids.items() if k != v))
+    if doses is not None:
+        n = _add_dose_events(libsbml, m, model, doses, ids, taken, builder)
+        lines.append(f"This file also holds {n} bolus doses as SBML events (il2sim:dose annotations): "
+                     f"one subject's regimen, with the dosed state's bioavailability and lag applied.")
     _ok(m.setNotes(_notes(*lines)), "model notes")
     return doc, builder.exact, written
+
+
+def _add_dose_events(libsbml, m, model: Model, doses, ids, taken: set[str], builder: "_MathBuilder") -> int:
+    """One SBML event per bolus: at ``time + lag``, ``state += F * amt`` (F, lag as expressions)."""
+    from .dosing import Dose, EventType, expand_addl
+    from .errors import RegimenError
+
+    doses = list(doses)
+    bad = [d for d in doses if not isinstance(d, Dose)]
+    if bad:
+        raise RegimenError(f"to_sbml: doses: expected il2sim.Dose objects, got {type(bad[0]).__name__} {bad[0]!r}")
+    n = 0
+    for k, d in enumerate(expand_addl(doses)):
+        where = f"to_sbml: dose {k + 1} (t = {d.time:g} h, cmt {d.cmt!r})"
+        if d.evid != EventType.DOSE or d.rate is not None or d.duration is not None:
+            raise RegimenError(f"{where}: only bolus doses become SBML events (no infusions or resets); "
+                               f"export without doses= and apply these in the other tool")
+        if d.cmt not in model.state_names:
+            raise RegimenError(f"{where}: {d.cmt!r} is not a state of {model.name}")
+        st = model.states[model.state_index(d.cmt)]
+        at = Num(d.time) if st.lag is None else BinOp("+", Num(d.time), st.lag.root)
+        amount = Num(d.amt) if st.bioavailability is None else BinOp("*", st.bioavailability.root, Num(d.amt))
+        eid = f"dose_{n + 1}"
+        while eid in taken:
+            eid += "_"
+        taken.add(eid)
+        ev = m.createEvent()
+        _ok(ev.setId(eid), eid)
+        _ok(ev.setUseValuesFromTriggerTime(True), eid)
+        trigger = ev.createTrigger()
+        _ok(trigger.setInitialValue(False), eid)  # a dose at t = 0 fires at t = 0
+        _ok(trigger.setPersistent(True), eid)
+        time = libsbml.ASTNode(libsbml.AST_NAME_TIME)
+        _ok(time.setName("time"), eid)
+        _ok(trigger.setMath(builder.node(libsbml.AST_RELATIONAL_GEQ, time, builder.build(at))), eid)
+        ea = ev.createEventAssignment()
+        sid = ids[d.cmt]
+        _ok(ea.setVariable(sid), eid)
+        _ok(ea.setMath(builder.build(BinOp("+", Name(d.cmt), amount))), eid)
+        _ok(ev.setMetaId(f"il2sim_{eid}"), eid)
+        _ok(ev.setAnnotation(_annotation("dose", {"time": d.time, "amt": d.amt, "cmt": d.cmt})), eid)
+        n += 1
+    return n
 
 
 _EXACT = "il2sim_exact_number_"
@@ -599,35 +647,47 @@ def _functions_used(root) -> set[tuple[str, int]]:
     return out
 
 
-def to_sbml(model: Model) -> str:
+def to_sbml(model: Model, *, doses=None) -> str:
     """SBML Level 3 Version 2 text of ``model`` (see the module docstring for the mapping).
 
     SBML ids are the il2sim names (:func:`sbml_ids` lists the rare exceptions). Every state is a
     non-constant ``parameter`` with a ``rateRule``, every parameter a constant ``parameter``
     with its default value, every output a non-constant ``parameter`` with an
-    ``assignmentRule``. Doses are not exported: they are events of the caller's regimen; a
-    dosed state's bioavailability and lag are in its notes and annotation.
+    ``assignmentRule``. Doses are not part of the model: they are events of the caller's
+    regimen; a dosed state's bioavailability and lag are in its notes and annotation.
+
+    Parameters
+    ----------
+    model
+        A composed model (:func:`il2sim.load_model`, or ``load_scenario(...).model``).
+    doses
+        Optional: one subject's bolus doses (:class:`il2sim.Dose`, e.g. from
+        ``Regimen.doses(bsa=..., drug=...)``), written as SBML events: at ``time + lag`` the
+        dosed state gets ``F * amt`` (``F`` and ``lag`` are the state's expressions). Infusions
+        and resets raise :class:`~il2sim.errors.RegimenError`. :func:`from_sbml` leaves these
+        events out again.
 
     Examples
     --------
     >>> import libsbml
     >>> from il2sim.model import load_model
     >>> text = to_sbml(load_model("models/bench/il2_pkpd12.toml"))
-    >>> libsbml.readSBMLFromString(text).getModel().getRateRuleByVariable("Ac") is not None
+    >>> doc = libsbml.readSBMLFromString(text)  # keep the document: its model lives in it
+    >>> doc.getModel().getRateRuleByVariable("Ac") is not None
     True
     """
     libsbml = _libsbml()
-    doc, exact, values = _document(model)
+    doc, exact, values = _document(model, doses)
     text = libsbml.writeSBMLToString(doc)
     if not text:  # pragma: no cover
         raise RuntimeError(f"SBML export of {model.name}: libsbml wrote nothing")
     return _exact_numbers(text, exact, values)
 
 
-def write_sbml(model: Model, path: str | os.PathLike) -> Path:
+def write_sbml(model: Model, path: str | os.PathLike, *, doses=None) -> Path:
     """Write :func:`to_sbml` of ``model`` to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)
-    text = to_sbml(model)
+    text = to_sbml(model, doses=doses)
     _write_atomic(path, text)
     return path
 
@@ -990,8 +1050,14 @@ class _Importer:
     # -- checks of what il2sim cannot represent ------------------------------------------------
     def refuse_unsupported(self) -> None:
         m, L = self.m, self.L
+        doses = [m.getEvent(i) for i in range(m.getNumEvents())
+                 if _il2sim_annotation(L, m.getEvent(i)).get("cmt") is not None]
+        if doses:
+            self.notes.append(f"{len(doses)} il2sim dose events left out: in il2sim doses are a regimen")
         for i in range(m.getNumEvents()):
             ev = m.getEvent(i)
+            if any(ev is d or ev.getId() == d.getId() for d in doses):
+                continue
             self.fail(f"event {ev.getId() or f'#{i + 1}'!r}",
                       "events are not supported: an il2sim model has no events, doses are a regimen "
                       "applied by the caller; remove the event and give the doses as an il2sim regimen")
