@@ -201,6 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-sample", type=int, default=256, help="subjects compared with (and timed on) the CPU path")
     ap.add_argument("--diffrax-n", default="1000,10000", help="cohort sizes for diffrax (0: skip)")
     ap.add_argument("--chunk", type=int, default=None, help="subjects per device chunk (default: from free memory)")
+    ap.add_argument("--threads", type=int, default=None, help="threads per block (default: il2sim's, 128)")
     ap.add_argument("--time-limit", type=float, default=420.0, help="start no new cohort size after this many s")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
@@ -213,6 +214,10 @@ def main(argv=None) -> int:
 
     cuda = import_cuda()
     sim = simulator_enabled()
+    if args.threads:
+        import il2sim._solvers.cuda as cuda_backend
+
+        cuda_backend.THREADS_PER_BLOCK = int(args.threads)
     if not sim and not cuda.is_available():
         log("bench_gpu: no CUDA GPU (numba.cuda.is_available() is False); "
             "run with NUMBA_ENABLE_CUDASIM=1 --n 4 --quick to check the code paths")
@@ -221,8 +226,11 @@ def main(argv=None) -> int:
     sc = load_scenario(CONFIG, overrides={**overrides, "solver.method": args.method})
     t_out = sc.output.times()
     method = METHODS[args.method]
+    import il2sim._solvers.cuda as cuda_backend
+
     log(f"bench_gpu: {sc.name}, {len(sc.model.state_names)} states, {t_out[-1] / 24:g} days, "
-        f"{t_out.size} output times, {args.method}, rtol {sc.solver.rtol:g}, atol {sc.solver.atol}")
+        f"{t_out.size} output times, {args.method}, rtol {sc.solver.rtol:g}, atol {sc.solver.atol}, "
+        f"{cuda_backend.THREADS_PER_BLOCK} threads/block")
     log(device_line(cuda, sim))
     log(versions(cuda))
     t0 = time.perf_counter()
