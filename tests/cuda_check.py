@@ -30,7 +30,10 @@ def rel_err(a: np.ndarray, b: np.ndarray, floor: float = 1e-12) -> float:
     ok = ~np.isnan(b)
     if not ok.any():
         return 0.0
-    return float(np.max(np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), floor)))
+    a, b = a[ok], b[ok]
+    with np.errstate(invalid="ignore"):
+        err = np.where(a == b, 0.0, np.abs(a - b) / np.maximum(np.abs(b), floor))  # equal infinities: 0
+    return float(np.max(err)) if err.size else 0.0
 
 
 def kernels(sc, out: dict) -> None:
@@ -85,12 +88,18 @@ def kernels(sc, out: dict) -> None:
     res = run_device_cohort(gpu, method=0, t_out=t_out, Y0=Y0, P=P, ev=ev, rtol=1e-6, atol=atol,
                             reduce=("C", "NK"), keep=("C", "NK"), keep_rows=rows, chunk=2)
     C, NK = Oc[:, :, i_c], Yc[:, :, i_nk]
-    host = {
-        "C": {"max": C.max(1), "tmax": t_out[C.argmax(1)], "min": C.min(1), "auc": np.trapezoid(C, t_out, axis=1),
-              "fold": np.where(C[:, 0] > 0, C.max(1) / np.where(C[:, 0] > 0, C[:, 0], 1.0), np.nan)},
-        "NK": {"max": NK.max(1), "tmax": t_out[NK.argmax(1)], "min": NK.min(1), "auc": np.trapezoid(NK, t_out, axis=1),
-               "fold": NK.max(1) / NK[:, 0]},
-    }
+    # the CPU definitions (il2sim.endpoints), whole grid as the window
+    from il2sim.endpoints import window_statistic
+
+    window = (float(t_out[0]), float(t_out[-1]))
+    host = {}
+    for name, x in (("C", C), ("NK", NK)):
+        peak = window_statistic(t_out, x, "peak", window)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fold = peak / x[:, 0]
+        host[name] = {"max": peak, "tmax": window_statistic(t_out, x, "tmax", window),
+                      "min": window_statistic(t_out, x, "trough", window),
+                      "auc": window_statistic(t_out, x, "auc", window), "fold": fold}
     out["endpoints_max_rel"] = {f"{v}.{s}": rel_err(res.endpoints[v][s], host[v][s]) for v in host for s in host[v]}
     out["thinned_max_rel"] = max(rel_err(res.trajectories["C"], C[:, rows]), rel_err(res.trajectories["NK"], NK[:, rows]))
     out["thinned_shape"] = list(res.trajectories["C"].shape)

@@ -52,7 +52,10 @@ def rel_err(a, b, floor=1e-12) -> float:
     ok = ~both_nan
     if not ok.any():
         return 0.0
-    return float(np.max(np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), floor)))
+    a, b = a[ok], b[ok]
+    with np.errstate(invalid="ignore"):
+        err = np.where(a == b, 0.0, np.abs(a - b) / np.maximum(np.abs(b), floor))  # equal infinities: 0
+    return float(np.max(err)) if err.size else 0.0
 
 
 def versions(cuda) -> str:
@@ -123,13 +126,18 @@ def cpu_reference(sc, cpu, method, t_out, Y0, P, ev, atol, rows, keep_rows):
     def series(name):
         return Os[:, :, outputs.index(name)] if name in outputs else Ys[:, :, states.index(name)]
 
+    from il2sim.endpoints import window_statistic  # the CPU definitions of the endpoints
+
+    window = (float(t_out[0]), float(t_out[-1]))
     ends = {}
     for name in REDUCE:
         x = series(name)
-        base = x[:, 0]
-        ends[name] = {"max": x.max(1), "tmax": t_out[x.argmax(1)], "min": x.min(1),
-                      "auc": np.trapezoid(x, t_out, axis=1),
-                      "fold": np.where(base > 0, x.max(1) / np.where(base > 0, base, 1.0), np.nan)}
+        peak = window_statistic(t_out, x, "peak", window)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fold = peak / x[:, 0]
+        ends[name] = {"max": peak, "tmax": window_statistic(t_out, x, "tmax", window),
+                      "min": window_statistic(t_out, x, "trough", window),
+                      "auc": window_statistic(t_out, x, "auc", window), "fold": fold}
     traj = {name: series(name)[:, keep_rows] for name in KEEP}
     return ends, traj, st, secs, Ys[:, -1, :]
 
@@ -255,6 +263,12 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(0)
     results = []
+    diffrax_rows = []
+
+    def save():  # after every size: a run cut short by a time limit still leaves its numbers
+        if args.json:
+            Path(args.json).write_text(json.dumps({"results": results, "diffrax": diffrax_rows}, indent=1))
+
     log("")
     log(f"{'N':>9} {'kernel s':>9} {'transfer s':>10} {'wall s':>8} {'subj/s (kernel)':>16} {'chunks':>7} "
         f"{'failed':>6} {'max rel err vs CPU':>19} {'CPU s/subj':>11}")
@@ -291,11 +305,11 @@ def main(argv=None) -> int:
             f"{row['cpu_s_per_subject']:>11.3g}{'' if status_equal else '  (status differs on the sample!)'}")
         del res
         done.append((n, time.perf_counter() - t_size))
+        save()
 
     # diffrax on the same device, for scale
     log("")
     d_sizes = [int(float(x)) for x in args.diffrax_n.split(",") if x.strip() and int(float(x)) > 0]
-    diffrax_rows = []
     if d_sizes:
         runner, why = diffrax_runner(cpu, sc, args.method)
         if runner is None:
@@ -342,9 +356,9 @@ def main(argv=None) -> int:
                     f"max rel err of the final state vs CPU {err:.2g}{ratio}")
                 diffrax_rows.append({"n": n, "seconds": secs, "max_rel_err_final_state": err})
                 d_done.append((n, time.perf_counter() - t_size))
+                save()
     log(f"\ntotal {time.perf_counter() - t_begin:.1f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "diffrax": diffrax_rows}, indent=1))
+    save()
     return 0
 
 

@@ -149,10 +149,11 @@ def cuda_gather(X, rows, cols, out):
 
 @cuda.jit(cache=True)
 def cuda_reduce(t, X, cols, i0, i1, base, out_max, out_tmax, out_min, out_auc, out_fold):
-    """Per subject, over the grid rows i0 .. i1-1 of each chosen variable X[:, cols[b], s]:
-    maximum (first time it is reached), minimum, trapezoidal AUC, and the peak fold change
-    max / X[base, ...] (NaN if that baseline is not positive). Same sums in the same order as
-    numpy's trapezoid over the same rows, so the numbers match the host's to rounding."""
+    """Per subject, over the grid rows i0 .. i1-1 of each chosen variable X[:, cols[b], s], the
+    definitions of ``il2sim.endpoints.window_statistic`` on a window that starts and ends on
+    grid times: maximum and minimum (NaN values skipped; NaN if all are), time of the first
+    maximum from the window start, trapezoidal AUC (NaN if any value is), and the peak fold
+    change max / X[base] (the value at t = 0; x/0 gives +-inf, 0/0 NaN, as numpy does)."""
     s = cuda.grid(1)
     if s >= X.shape[2]:
         return
@@ -163,30 +164,38 @@ def cuda_reduce(t, X, cols, i0, i1, base, out_max, out_tmax, out_min, out_auc, o
         mn = math.inf
         auc = 0.0
         prev = 0.0
-        bad = False
+        seen = False
         for j in range(i0, i1):
             v = X[j, c, s]
-            if not (v == v):
-                bad = True
-            if v > mx:
-                mx = v
-                tmx = t[j]
-            if v < mn:
-                mn = v
+            if v == v:
+                if not seen or v > mx:
+                    mx = v
+                    tmx = t[j] - t[i0]
+                if not seen or v < mn:
+                    mn = v
+                seen = True
             if j > i0:
                 auc += (t[j] - t[j - 1]) * (v + prev) / 2.0
             prev = v
-        if bad or i1 <= i0:
+        if not seen:
             mx = math.nan
             tmx = math.nan
             mn = math.nan
+        if i1 <= i0:
             auc = math.nan
         out_max[b, s] = mx
         out_tmax[b, s] = tmx
         out_min[b, s] = mn
         out_auc[b, s] = auc
         x0 = X[base, c, s]
-        out_fold[b, s] = mx / x0 if x0 > 0.0 else math.nan
+        if x0 != 0.0:
+            out_fold[b, s] = mx / x0
+        elif mx > 0.0:
+            out_fold[b, s] = math.inf
+        elif mx < 0.0:
+            out_fold[b, s] = -math.inf
+        else:
+            out_fold[b, s] = math.nan
 
 
 # --- END CUDA ---
