@@ -106,6 +106,36 @@ def kernels(sc, out: dict) -> None:
     out["endpoint_status"] = res.status.tolist()
 
 
+def device_zarr(sc, out_dir: Path, out: dict) -> None:
+    """run_device_cohort streamed into zarr in chunks of 2 over 5 subjects vs one chunk in memory."""
+    import xarray as xr
+
+    from il2sim._codegen import compile_model
+    from il2sim._solvers.cuda import compile_cuda, device_dataset, run_device_cohort, zarr_sink
+    from il2sim.population import sample_cohort
+    from il2sim.simulate import cohort_events
+
+    m = sc.model
+    cpu = compile_model(m).module
+    gpu = compile_cuda(m)
+    n = 5
+    coh = sample_cohort(replace(sc.population, subjects=n), m.parameter_names, m.default_parameters(), 7)
+    P = coh.parameters
+    t_out = np.arange(0.0, 24.0 + 1e-9, 6.0)
+    ev = cohort_events(sc, cpu, coh.covariates, P, float(t_out[-1]), coh.subject)
+    Y0 = np.empty((n, len(m.state_names)))
+    cpu.eval_initial(P, Y0)
+    kw = dict(method=0, t_out=t_out, Y0=Y0, P=P, ev=ev, rtol=1e-6, atol=sc.solver.atol_vector(m.state_names),
+              reduce=("C", "Eos"), keep=("C", "Treg"), keep_rows=np.array([0, 2, 4]))
+    whole = device_dataset(run_device_cohort(gpu, chunk=n, **kw), m, np.arange(n))
+    streamed = run_device_cohort(gpu, chunk=2, sink=zarr_sink(out_dir / "device.zarr", m), **kw)
+    z = xr.open_zarr(out_dir / "device.zarr", consolidated=True, chunks=None).load()
+    out["device_zarr_chunks"] = streamed.timings["n_chunks"]
+    out["device_zarr_vars"] = sorted(z.data_vars)
+    out["device_zarr_identical"] = bool(z.drop_attrs().identical(whole.drop_attrs()))
+    out["device_zarr_units"] = [z["C_auc"].attrs.get("units"), z["Eos_peak_fold"].attrs.get("units")]
+
+
 def cohort(sc, out_dir: Path, out: dict) -> None:
     """il2sim.cohort.run_cohort with backend cuda (chunks of 2 over 5 subjects) vs the CPU."""
     import xarray as xr
@@ -133,6 +163,7 @@ def main() -> None:
     out: dict = {"simulator": simulator_enabled(), "available": bool(cuda.is_available())}
     sc = load_scenario(CONFIG, overrides={"output.end_day": DAYS})
     kernels(sc, out)
+    device_zarr(sc, out_dir, out)
     cohort(sc, out_dir, out)
     print("RESULT " + json.dumps(out))
 

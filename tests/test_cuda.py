@@ -67,6 +67,9 @@ def _assert_matches_cpu(r: dict, tol: float) -> None:
     assert r["thinned_max_rel"] <= tol
     assert r["thinned_shape"] == [3, 7]
     assert r["endpoint_status"] == [0, 0, 0]
+    assert r["device_zarr_chunks"] == 3 and r["device_zarr_identical"], "streamed chunks differ from one chunk"
+    assert {"C", "Treg", "C_max", "C_auc", "C_peak_fold", "Eos_tmax", "status", "n_steps"} <= set(r["device_zarr_vars"])
+    assert r["device_zarr_units"] == ["pM*h", "1"]
     assert r["cohort_backend_attr"] == ["cuda", "cpu"]
     assert r["cohort_status_equal"]
     assert {"C", "NK", "Asc"} <= set(r["cohort_vars"])

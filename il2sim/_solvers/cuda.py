@@ -15,7 +15,8 @@ Drivers (host side, one subject per GPU thread, subject-last layouts on the devi
 - :func:`run_device_cohort`: the high-throughput path. Per chunk of subjects (sized from free
   GPU memory) it solves, evaluates outputs, reduces endpoints on the device (max, time of max,
   min, trapezoidal AUC, peak fold change) and copies back only those and the trajectories
-  thinned to the rows and variables asked for.
+  thinned to the rows and variables asked for; :func:`zarr_sink` streams each chunk into a
+  zarr store as it arrives (:func:`device_dataset` is its Dataset form).
 
 ``numba.cuda`` is imported lazily and only here: without numba-cuda or a GPU, nothing else in
 il2sim changes. ``NUMBA_ENABLE_CUDASIM=1`` (set before the first import) runs every kernel
@@ -43,10 +44,12 @@ __all__ = [
     "DeviceCohortResult",
     "compile_cuda",
     "cuda_unavailable_reason",
+    "device_dataset",
     "import_cuda",
     "resolve_backend",
     "run_device_cohort",
     "solve_cohort_cuda",
+    "zarr_sink",
 ]
 
 BACKENDS = ("cpu", "cuda", "auto")
@@ -416,3 +419,63 @@ def run_device_cohort(cm: CudaModel, *, method: int, t_out: np.ndarray, Y0: np.n
         trajectories={v: np.concatenate([p.trajectories[v] for p in parts]) for v in keep},
     )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Device results as a Dataset, streamed chunk by chunk into a zarr store
+
+_STATS = {  # device statistic -> (suffix of the Dataset variable, unit pattern, description)
+    "max": ("max", "{u}", "maximum of {v} over the output grid"),
+    "tmax": ("tmax", "h", "time of the first maximum of {v}, from the start of the grid"),
+    "min": ("min", "{u}", "minimum of {v} over the output grid"),
+    "auc": ("auc", "{u}*h", "AUC of {v} over the output grid (trapezoid)"),
+    "fold": ("peak_fold", "1", "maximum of {v} / value at t = 0"),
+}
+
+
+def device_dataset(part: DeviceCohortResult, model, subject: np.ndarray):
+    """An ``xarray.Dataset`` (dims ``subject``, ``time``) of a :class:`DeviceCohortResult`:
+    ``status`` and solver counters, ``<var>_max``/``_tmax``/``_min``/``_auc``/``_peak_fold`` per
+    reduced variable, and the thinned trajectories, with units as in :func:`il2sim.simulate`'s
+    results."""
+    import xarray as xr
+
+    from il2sim.results import STAT_FIELDS, STATUS_NAMES
+
+    meta = {s.name: s for s in model.states} | {o.name: o for o in model.outputs}
+    data = {"status": ("subject", np.array([STATUS_NAMES[int(c)] if 0 <= c < len(STATUS_NAMES) else str(c)
+                                             for c in part.status]), {"description": "solver status"})}
+    for j, name in enumerate(STAT_FIELDS[: part.stats.shape[1]]):
+        data[name] = ("subject", part.stats[:, j], {"description": "solver counter"})
+    for v, stats in part.endpoints.items():
+        for stat, values in stats.items():
+            suffix, unit, desc = _STATS[stat]
+            data[f"{v}_{suffix}"] = ("subject", values, {"units": unit.format(u=meta[v].unit), "description": desc.format(v=v)})
+    for v, values in part.trajectories.items():
+        data[v] = (("subject", "time"), values, {"units": meta[v].unit, "description": meta[v].description})
+    coords = {"subject": ("subject", np.asarray(subject, dtype=np.int64)),
+              "time": ("time", part.t_kept, {"units": "h"})}
+    return xr.Dataset(data, coords=coords, attrs={"backend": "cuda", "model_hash": getattr(model, "text_hash", "")})
+
+
+def zarr_sink(path: str | os.PathLike, model, subject: np.ndarray | None = None):
+    """A ``sink`` for :func:`run_device_cohort` that appends each chunk to a zarr store.
+
+    The store (zarr format 2 with consolidated metadata, as :mod:`il2sim.store`) is written chunk by chunk (``xarray.Dataset.to_zarr``, appended along
+    ``subject``), so host memory holds one chunk at a time; open it with
+    ``xarray.open_zarr``. ``subject`` maps row ``i`` of the run to its subject index (default
+    ``i``).
+    """
+    path = Path(path)
+    state = {"first": True}
+
+    def sink(lo: int, hi: int, part: DeviceCohortResult) -> None:
+        ids = np.arange(lo, hi) if subject is None else np.asarray(subject)[lo:hi]
+        ds = device_dataset(part, model, ids)
+        if state["first"]:
+            ds.to_zarr(path, mode="w", zarr_format=2, consolidated=True)
+            state["first"] = False
+        else:
+            ds.to_zarr(path, append_dim="subject", zarr_format=2, consolidated=True)
+
+    return sink
