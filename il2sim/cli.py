@@ -50,11 +50,10 @@ def _cmd_run(args) -> int:
     """Cohorts of any size go through il2sim.cohort: chunks streamed to a zarr store (or netCDF)."""
     import xarray as xr
 
+    from il2sim._cuda import resolve_backend
     from il2sim.cohort import run_cohort
     from il2sim.plot import trajectories
     from il2sim.scenario import load_scenario
-
-    from il2sim._solvers.cuda import resolve_backend
 
     t0 = time.perf_counter()
     overrides = _parse_set(args.set)

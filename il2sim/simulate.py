@@ -266,14 +266,15 @@ def simulate(
         raise ConfigError(f"{sc.source}: output: expected a non-empty, non-decreasing time grid >= 0 h")
     variables = tuple(variables) if variables else sc.output.variables
 
-    from il2sim._solvers.cuda import resolve_backend
+    from il2sim._cuda import resolve_backend
 
     backend_used, backend_note = resolve_backend(backend or solver.backend, f"{sc.source}: solver.backend")
     t_start = _time.perf_counter()
     compiled = compile_model(model)
     gpu = None
     if backend_used == "cuda":
-        from il2sim._solvers.cuda import compile_cuda, solve_cohort_cuda
+        from il2sim._cuda import compile_cuda
+        from il2sim._solvers.cuda import solve_cohort_cuda
 
         gpu = compile_cuda(model)
     t_compiled = _time.perf_counter()
@@ -367,7 +368,7 @@ def simulate(
             Pr = np.ascontiguousarray(Pc[rows])
             if gpu is not None:  # the same kernels on the GPU; outputs too when one P holds throughout
                 solve_cohort_cuda(
-                    gpu, m_code, 1, 0.0, np.ascontiguousarray(Y0[rows]), Pr, t_solve, *ev,
+                    gpu.module, m_code, 1, 0.0, np.ascontiguousarray(Y0[rows]), Pr, t_solve, *ev,
                     solver.rtol, atol_vec, solver.h0, solver.hmax, solver.max_steps, Ys, st, ct, ft,
                     O_out=Os if P_occ is None else None,
                 )

@@ -39,7 +39,8 @@ def rel_err(a: np.ndarray, b: np.ndarray, floor: float = 1e-12) -> float:
 def kernels(sc, out: dict) -> None:
     """The global kernel against the CPU module's solve_cohort, both methods, chunks of 2."""
     from il2sim._codegen import compile_model
-    from il2sim._solvers.cuda import compile_cuda, run_device_cohort, solve_cohort_cuda
+    from il2sim._cuda import compile_cuda, run_device_cohort
+    from il2sim._solvers.cuda import solve_cohort_cuda
     from il2sim.population import sample_cohort
     from il2sim.simulate import cohort_events
 
@@ -69,7 +70,7 @@ def kernels(sc, out: dict) -> None:
         cpu.eval_outputs(t_out, Yc, P, Oc)
         Yg, Og = np.empty_like(Yc), np.empty_like(Oc)
         sg, cg, fg = np.zeros(n, np.int64), np.zeros((n, 7), np.int64), np.zeros((n, 2))
-        solve_cohort_cuda(gpu, code, 1, 0.0, Y0, P, t_out, *ev, 1e-6, atol, 0.0, 0.0, 100_000, Yg, sg, cg, fg,
+        solve_cohort_cuda(gpu.module, code, 1, 0.0, Y0, P, t_out, *ev, 1e-6, atol, 0.0, 0.0, 100_000, Yg, sg, cg, fg,
                           O_out=Og, chunk=2)
         out[name] = {
             "status_cpu": st.tolist(), "status_gpu": sg.tolist(),
@@ -111,7 +112,7 @@ def device_zarr(sc, out_dir: Path, out: dict) -> None:
     import xarray as xr
 
     from il2sim._codegen import compile_model
-    from il2sim._solvers.cuda import compile_cuda, device_dataset, run_device_cohort, zarr_sink
+    from il2sim._cuda import compile_cuda, device_dataset, run_device_cohort, zarr_sink
     from il2sim.population import sample_cohort
     from il2sim.simulate import cohort_events
 

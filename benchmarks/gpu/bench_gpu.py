@@ -216,7 +216,8 @@ def main(argv=None) -> int:
     t_begin = time.perf_counter()
 
     from il2sim._codegen import compile_model
-    from il2sim._solvers.cuda import compile_cuda, import_cuda, run_device_cohort, simulator_enabled
+    from il2sim._cuda import compile_cuda, run_device_cohort
+    from il2sim._solvers.cuda import import_cuda, simulator_enabled
     from il2sim._solvers.status import METHODS
     from il2sim.scenario import load_scenario
 

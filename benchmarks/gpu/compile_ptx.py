@@ -29,7 +29,8 @@ def main() -> int:
 
     from numba import types as T
 
-    from il2sim._solvers.cuda import compile_cuda, import_cuda
+    from il2sim._cuda import compile_cuda
+    from il2sim._solvers.cuda import import_cuda
     from il2sim.scenario import load_scenario
 
     cuda = import_cuda()

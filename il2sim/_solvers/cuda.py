@@ -1,10 +1,11 @@
-"""GPU backend: the generated model and the shared solver kernels compiled with numba-cuda.
+"""GPU drivers: launch a generated CUDA model module's kernels over host arrays, in chunks.
 
-A CUDA model module is the CPU module's text with another header (``build.HEADER_CUDA``:
-``kernel = cuda.jit(device=True)``) and a trailer of global kernels (``_cuda_template.py``):
-the right-hand side, Jacobian, sparse LU, Rodas5P/Tsit5 steps, controller, events and dense
-output are the *same source* as on the CPU. It is cached next to the CPU module, under a key
-that adds the CUDA header, trailer and numba-cuda version to the model's key.
+A CUDA model module (written by :func:`il2sim._cuda.compile_cuda`) is the CPU module's text with
+another header (``build.HEADER_CUDA``: ``kernel = cuda.jit(device=True)``) and a trailer of
+global kernels (``_cuda_template.py``): the right-hand side, Jacobian, sparse LU, Rodas5P/Tsit5
+steps, controller, events and dense output are the *same source* as on the CPU. Like the rest
+of the solver layer, this module knows arrays and compiled modules only (no model, config or
+xarray).
 
 Drivers (host side, one subject per GPU thread, subject-last layouts on the device):
 
@@ -15,8 +16,8 @@ Drivers (host side, one subject per GPU thread, subject-last layouts on the devi
 - :func:`run_device_cohort`: the high-throughput path. Per chunk of subjects (sized from free
   GPU memory) it solves, evaluates outputs, reduces endpoints on the device (max, time of max,
   min, trapezoidal AUC, peak fold change) and copies back only those and the trajectories
-  thinned to the rows and variables asked for; :func:`zarr_sink` streams each chunk into a
-  zarr store as it arrives (:func:`device_dataset` is its Dataset form).
+  thinned to the rows and variables asked for, handing each chunk to a ``sink`` as it
+  arrives (:func:`il2sim._cuda.zarr_sink` writes them into a zarr store).
 
 ``numba.cuda`` is imported lazily and only here: without numba-cuda or a GPU, nothing else in
 il2sim changes. ``NUMBA_ENABLE_CUDASIM=1`` (set before the first import) runs every kernel
@@ -25,34 +26,23 @@ on the CPU in numba's CUDA simulator, which is how the tests check the GPU code 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from il2sim.errors import ConfigError
-
-from . import build
-
 __all__ = [
-    "BACKENDS",
-    "CudaModel",
     "DeviceCohortResult",
-    "compile_cuda",
+    "chunk_subjects",
     "cuda_unavailable_reason",
-    "device_dataset",
     "import_cuda",
-    "resolve_backend",
     "run_device_cohort",
+    "simulator_enabled",
     "solve_cohort_cuda",
-    "zarr_sink",
 ]
 
-BACKENDS = ("cpu", "cuda", "auto")
 THREADS_PER_BLOCK = 128  # one subject per thread; local memory per thread ~ 3 kB for 12 states
 _N_STATS = 7
 
@@ -92,74 +82,6 @@ def cuda_unavailable_reason() -> str | None:
     except Exception as exc:  # a broken driver install raises instead of returning False
         return f"no CUDA GPU found (numba.cuda.is_available() raised {type(exc).__name__}: {exc})"
     return "no CUDA GPU found (numba.cuda.is_available() is False)"
-
-
-def resolve_backend(backend: str, source: str = "solver.backend") -> tuple[str, str | None]:
-    """``(backend to use, note or None)`` for a requested ``"cpu"``, ``"cuda"`` or ``"auto"``.
-
-    ``"cuda"`` without a usable GPU is a ConfigError; ``"auto"`` then falls back to the CPU and
-    the note says why.
-    """
-    if backend not in BACKENDS:
-        raise ConfigError(f"{source}: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}") from None
-    if backend == "cpu":
-        return "cpu", None
-    reason = cuda_unavailable_reason()
-    if reason is None:
-        return "cuda", None
-    if backend == "cuda":
-        raise ConfigError(f"backend 'cuda': {reason}; use backend = 'cpu' or 'auto'")
-    return "cpu", f"backend 'auto': {reason}; running on the CPU"
-
-
-@dataclass(frozen=True)
-class CudaModel:
-    """A model's generated CUDA module (device functions + global kernels)."""
-
-    model: object
-    module: ModuleType
-    key: str
-    path: Path
-    cold: bool
-    seconds: float
-
-
-def cuda_cache_key(model) -> str:
-    """The CPU module's key plus everything only the CUDA module depends on."""
-    from il2sim._codegen import cache_key
-
-    try:
-        from importlib.metadata import version
-
-        nc = version("numba-cuda")
-    except Exception:  # pragma: no cover - numba's bundled cuda target
-        nc = "bundled"
-    parts = ["il2sim-cuda-model/1", cache_key(model), build.cuda_template_hash(), nc]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def compile_cuda(model, *, cache_dir: str | os.PathLike | None = None) -> CudaModel:
-    """Generate (or reuse) and import the CUDA module for ``model``.
-
-    The kernels themselves are compiled by numba-cuda on first launch (and cached by it on
-    disk next to the module).
-    """
-    from il2sim._codegen import _KEY_PREFIX, _cached_file_ok, default_cache_dir, generate_source
-
-    start = time.perf_counter()
-    import_cuda()
-    key = cuda_cache_key(model)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = root / "models" / f"il2sim_cuda_{key[:20]}.py"
-    cold = not _cached_file_ok(path, key)
-    if cold:
-        body = generate_source(model)
-        trailer = build.cuda_trailer_source()
-        digest = hashlib.sha256(build.module_source(body, build.HEADER_CUDA, trailer).encode()).hexdigest()
-        build.write_module(path, f"{_KEY_PREFIX}{key} sha256={digest}\n" + body,
-                           header=build.HEADER_CUDA, trailer=trailer)
-    module = build.import_module(path)
-    return CudaModel(model, module, key, path, cold, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +155,7 @@ class _Timer:
 # Drop-in for the CPU kernels (simulate(backend="cuda"))
 
 
-def solve_cohort_cuda(cm: CudaModel, method: int, adaptive: int, t0: float, Y0: np.ndarray, P: np.ndarray,
+def solve_cohort_cuda(mod: ModuleType, method: int, adaptive: int, t0: float, Y0: np.ndarray, P: np.ndarray,
                       t_out: np.ndarray, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol: float,
                       atol: np.ndarray, h0: float, hmax: float, max_steps: int, Y_out: np.ndarray,
                       status: np.ndarray, stats: np.ndarray, fstats: np.ndarray, *,
@@ -247,7 +169,6 @@ def solve_cohort_cuda(cm: CudaModel, method: int, adaptive: int, t0: float, Y0: 
     ``{"kernel_s", "transfer_s", "chunk", "n_chunks"}``.
     """
     cuda = import_cuda()
-    mod = cm.module
     n, nt = P.shape[0], t_out.shape[0]
     ns, no = int(mod.N_STATES), int(mod.N_OUTPUTS)
     want_o = O_out is not None and no > 0
@@ -312,7 +233,7 @@ class DeviceCohortResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def run_device_cohort(cm: CudaModel, *, method: int, t_out: np.ndarray, Y0: np.ndarray, P: np.ndarray, ev,
+def run_device_cohort(mod: ModuleType, *, variables: dict[str, tuple[int, int]], method: int, t_out: np.ndarray, Y0: np.ndarray, P: np.ndarray, ev,
                       rtol: float, atol: np.ndarray, h0: float = 0.0, hmax: float = 0.0,
                       max_steps: int = 1_000_000, reduce: tuple[str, ...] = (),
                       window: tuple[int, int] | None = None, baseline_row: int = 0,
@@ -320,29 +241,21 @@ def run_device_cohort(cm: CudaModel, *, method: int, t_out: np.ndarray, Y0: np.n
                       chunk: int | None = None, sink=None) -> DeviceCohortResult:
     """Solve a cohort on the GPU and bring back only endpoints and thinned trajectories.
 
-    ``reduce``: state/output names whose endpoints are computed on the device over grid rows
-    ``window`` (default all). ``keep`` / ``keep_rows``: the trajectories (names, rows of
+    ``variables`` maps a name to ``(0, state index)`` or ``(1, output index)``. ``reduce``:
+    names whose endpoints are computed on the device over grid rows ``window`` (default all). ``keep`` / ``keep_rows``: the trajectories (names, rows of
     ``t_out``) copied back. ``sink(lo, hi, part)``, if given, receives each chunk's
     :class:`DeviceCohortResult` as soon as it is on the host (e.g. to write it to a zarr
     store) and the returned result then holds no per-subject arrays, so host memory stays
     bounded; otherwise the chunks are concatenated.
     """
     cuda = import_cuda()
-    mod = cm.module
-    model = cm.model
-    states, outputs = list(model.state_names), list(model.output_names)
     n, nt = P.shape[0], t_out.shape[0]
     ns, no = int(mod.N_STATES), int(mod.N_OUTPUTS)
-
-    def where(name):
-        if name in states:
-            return 0, states.index(name)
-        if name in outputs:
-            return 1, outputs.index(name)
-        raise ConfigError(f"run_device_cohort: unknown variable {name!r}; expected a state or output of the model")
-
-    red = [where(v) for v in reduce]
-    kept = [where(v) for v in keep]
+    for v in (*reduce, *keep):
+        if v not in variables:
+            raise KeyError(f"run_device_cohort: unknown variable {v!r}; known: {', '.join(variables)}")
+    red = [tuple(variables[v]) for v in reduce]
+    kept = [tuple(variables[v]) for v in keep]
     need_o = no > 0 and any(k == 1 for k, _ in red + kept)
     rows = np.arange(nt) if keep_rows is None else np.asarray(keep_rows, dtype=np.int64)
     i0, i1 = (0, nt) if window is None else (int(window[0]), int(window[1]))
@@ -419,63 +332,3 @@ def run_device_cohort(cm: CudaModel, *, method: int, t_out: np.ndarray, Y0: np.n
         trajectories={v: np.concatenate([p.trajectories[v] for p in parts]) for v in keep},
     )
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Device results as a Dataset, streamed chunk by chunk into a zarr store
-
-_STATS = {  # device statistic -> (suffix of the Dataset variable, unit pattern, description)
-    "max": ("max", "{u}", "maximum of {v} over the output grid"),
-    "tmax": ("tmax", "h", "time of the first maximum of {v}, from the start of the grid"),
-    "min": ("min", "{u}", "minimum of {v} over the output grid"),
-    "auc": ("auc", "{u}*h", "AUC of {v} over the output grid (trapezoid)"),
-    "fold": ("peak_fold", "1", "maximum of {v} / value at t = 0"),
-}
-
-
-def device_dataset(part: DeviceCohortResult, model, subject: np.ndarray):
-    """An ``xarray.Dataset`` (dims ``subject``, ``time``) of a :class:`DeviceCohortResult`:
-    ``status`` and solver counters, ``<var>_max``/``_tmax``/``_min``/``_auc``/``_peak_fold`` per
-    reduced variable, and the thinned trajectories, with units as in :func:`il2sim.simulate`'s
-    results."""
-    import xarray as xr
-
-    from il2sim.results import STAT_FIELDS, STATUS_NAMES
-
-    meta = {s.name: s for s in model.states} | {o.name: o for o in model.outputs}
-    data = {"status": ("subject", np.array([STATUS_NAMES[int(c)] if 0 <= c < len(STATUS_NAMES) else str(c)
-                                             for c in part.status]), {"description": "solver status"})}
-    for j, name in enumerate(STAT_FIELDS[: part.stats.shape[1]]):
-        data[name] = ("subject", part.stats[:, j], {"description": "solver counter"})
-    for v, stats in part.endpoints.items():
-        for stat, values in stats.items():
-            suffix, unit, desc = _STATS[stat]
-            data[f"{v}_{suffix}"] = ("subject", values, {"units": unit.format(u=meta[v].unit), "description": desc.format(v=v)})
-    for v, values in part.trajectories.items():
-        data[v] = (("subject", "time"), values, {"units": meta[v].unit, "description": meta[v].description})
-    coords = {"subject": ("subject", np.asarray(subject, dtype=np.int64)),
-              "time": ("time", part.t_kept, {"units": "h"})}
-    return xr.Dataset(data, coords=coords, attrs={"backend": "cuda", "model_hash": getattr(model, "text_hash", "")})
-
-
-def zarr_sink(path: str | os.PathLike, model, subject: np.ndarray | None = None):
-    """A ``sink`` for :func:`run_device_cohort` that appends each chunk to a zarr store.
-
-    The store (zarr format 2 with consolidated metadata, as :mod:`il2sim.store`) is written chunk by chunk (``xarray.Dataset.to_zarr``, appended along
-    ``subject``), so host memory holds one chunk at a time; open it with
-    ``xarray.open_zarr``. ``subject`` maps row ``i`` of the run to its subject index (default
-    ``i``).
-    """
-    path = Path(path)
-    state = {"first": True}
-
-    def sink(lo: int, hi: int, part: DeviceCohortResult) -> None:
-        ids = np.arange(lo, hi) if subject is None else np.asarray(subject)[lo:hi]
-        ds = device_dataset(part, model, ids)
-        if state["first"]:
-            ds.to_zarr(path, mode="w", zarr_format=2, consolidated=True)
-            state["first"] = False
-        else:
-            ds.to_zarr(path, append_dim="subject", zarr_format=2, consolidated=True)
-
-    return sink
