@@ -155,6 +155,27 @@ def cohort(sc, out_dir: Path, out: dict) -> None:
     out["cohort_max_rel"] = max(rel_err(a[v].values, b[v].values) for v in out["cohort_vars"])
 
 
+def cli(out_dir: Path, out: dict) -> None:
+    """il2sim run --backend cuda end to end (netCDF out, summary line)."""
+    import contextlib
+    import io
+
+    import xarray as xr
+
+    from il2sim.cli import main as il2sim_main
+
+    nc = out_dir / "cli.nc"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = il2sim_main(["run", str(CONFIG), "--backend", "cuda", "--subjects", "2", "--out", str(nc),
+                          "--no-figures", "--set", "output.end_day=1"])
+    out["cli_rc"] = rc
+    out["cli_says_cuda"] = "backend cuda" in buf.getvalue()
+    with xr.open_dataset(nc, engine="h5netcdf") as ds:
+        out["cli_nc_backend"] = ds.attrs.get("backend")
+        out["cli_nc_status"] = [str(x) for x in ds["status"].values]
+
+
 def main() -> None:
     from il2sim._solvers.cuda import import_cuda, simulator_enabled
     from il2sim.scenario import load_scenario
@@ -166,6 +187,7 @@ def main() -> None:
     kernels(sc, out)
     device_zarr(sc, out_dir, out)
     cohort(sc, out_dir, out)
+    cli(out_dir, out)
     print("RESULT " + json.dumps(out))
 
 

@@ -74,6 +74,8 @@ def _assert_matches_cpu(r: dict, tol: float) -> None:
     assert r["cohort_status_equal"]
     assert {"C", "NK", "Asc"} <= set(r["cohort_vars"])
     assert r["cohort_max_rel"] <= tol
+    assert r["cli_rc"] == 0 and r["cli_says_cuda"] and r["cli_nc_backend"] == "cuda"
+    assert r["cli_nc_status"] == ["ok", "ok"]
 
 
 @needs_numba_cuda
