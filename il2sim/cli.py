@@ -1,4 +1,4 @@
-"""Command line: ``il2sim run | validate | models | report | sweep | plot``.
+"""Command line: ``il2sim run | validate | models | report | sweep | plot | sbml``.
 
 Errors in the user's input are printed as one paragraph and exit with status 2; ``--debug``
 shows the traceback instead.
@@ -246,6 +246,58 @@ def _cmd_sensitivity(args, overrides: dict) -> int:
     return 0
 
 
+EPILOG_SBML = """examples:
+  il2sim sbml export configs/mm_low_dose_1995.toml -o mm.xml      # the config's model, with its parameter values
+  il2sim sbml export models/bench/il2_pkpd12.toml -o pkpd12.xml   # model modules (names or files), composed
+  il2sim sbml export il2_pk_sc il2_signal lymphocytes nk eosinophils sil2r myeloma > library.xml
+  il2sim sbml import model.xml -o models/imported.toml
+
+export: SBML Level 3 Version 2; SBML ids are the il2sim names, states are parameters with rate rules,
+outputs parameters with assignment rules; doses are not part of the model (apply them in the other tool).
+import: rate rules, assignment rules, initial assignments and reactions with kinetic laws; events,
+algebraic rules and delays are refused with the element named. Without -o the text goes to stdout.
+"""
+
+
+def _cmd_sbml(args) -> int:
+    """``sbml export`` writes a composed model as SBML; ``sbml import`` writes an il2sim module."""
+    from il2sim import sbml
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise Il2simError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+    if args.action == "export":
+        model = _model_or_config(args.source)
+        text = sbml.to_sbml(model)
+        what = f"{model.name}: {len(model.state_names)} states, {len(model.parameter_names)} parameters, {len(model.output_names)} outputs"
+    else:
+        text = sbml.from_sbml(args.source, name=args.name)
+        what = "il2sim model module"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        sbml._write_atomic(out, text)
+        print(f"il2sim sbml {args.action}: wrote {out} ({what})")
+    return 0
+
+
+def _model_or_config(items: list[str]):
+    """A scenario config (a .toml with a [scenario] table) gives its model; anything else is model modules."""
+    import tomllib
+
+    from il2sim.model import load_model
+    from il2sim.scenario import load_scenario
+
+    if len(items) == 1 and items[0].endswith(".toml") and Path(items[0]).is_file():
+        try:
+            data = tomllib.loads(Path(items[0]).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            data = {}  # load_model reports what is wrong with the file
+        if "scenario" in data:
+            return load_scenario(items[0]).model
+    return load_model(items)
+
+
 EPILOG_PLOT = """examples:
   il2sim plot results/run.nc                                     # median and 5–95 % of the standard variables
   il2sim plot results/run.nc --kind spaghetti --var C,M --out figs/run_spaghetti.png
@@ -472,6 +524,22 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--overwrite", action="store_true", help="replace an existing output")
     swp.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     swp.set_defaults(func=_cmd_sweep)
+
+    sb = sub.add_parser("sbml", help="export a model as SBML (COPASI, tellurium, libRoadRunner) or import an SBML model",
+                        epilog=EPILOG_SBML, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sb_sub = sb.add_subparsers(dest="action", required=True)
+    sb_exp = sb_sub.add_parser("export", help="write a scenario's model, or composed model modules, as SBML L3V2",
+                               epilog=EPILOG_SBML, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sb_exp.add_argument("source", nargs="+", metavar="MODEL_OR_CONFIG",
+                        help="a scenario config (its model and parameter values), or model module names/files to compose")
+    sb_imp = sb_sub.add_parser("import", help="convert an SBML model into an il2sim model module (TOML)",
+                               epilog=EPILOG_SBML, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sb_imp.add_argument("source", metavar="SBML", help="SBML file")
+    sb_imp.add_argument("--name", help="module name (default: the SBML model id)")
+    for p in (sb_exp, sb_imp):
+        p.add_argument("-o", "--out", metavar="PATH", help="output file (default: standard output)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+        p.set_defaults(func=_cmd_sbml)
     return parser
 
 
