@@ -135,7 +135,7 @@ def main() -> None:
             sbml_error = f"SBML export failed: {type(e).__name__}: {e}"
 
     t0 = time.perf_counter()
-    Yref, cached = reference(model, mod, P[:nref], Y0[:nref], t_out, first_events(events, nref), args.atol)
+    Yref, cached = reference(model, mod, P[:nref], Y0[:nref], t_out, first_events(events, nref))
     print(f"reference: scipy Radau rtol {REF_RTOL:g} atol {REF_ATOL:g} on {nref} subjects "
           f"({'cached' if cached else f'{time.perf_counter() - t0:.1f} s'})")
 
@@ -155,9 +155,9 @@ def main() -> None:
             status = f"{r.get('wall', 0):.0f} s" if r.get("available") else r.get("reason", "")[:100]
             print(f"  {peer} N={','.join(map(str, ns_))}: {status}", flush=True)
 
-    rows = table_rows(results, args.n, model, mod, P[:nref], t_out, Yref, work)
+    rows = table_rows(results, model, mod, P[:nref], t_out, Yref, work)
     print()
-    print_table(rows, results, args)
+    print_table(rows, results)
     load1 = os.getloadavg()
     print(f"\nload average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; total wall {time.perf_counter() - t_start:.0f} s")
     if args.json:
@@ -173,7 +173,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def reference(model, mod, P, Y0, t_out, events, atol):
+def reference(model, mod, P, Y0, t_out, events):
     """scipy Radau at rtol 1e-10 / atol 1e-12 (every state) on these subjects, cached on disk
     under a key of everything the trajectories depend on."""
     from il2sim._codegen import default_cache_dir
@@ -232,7 +232,7 @@ def _tail(text: str, n: int = 3) -> str:
     return " | ".join(lines[-n:])[-400:]
 
 
-def table_rows(results, ns, model, mod, Pref, t_out, Yref, work: Path) -> list[dict]:
+def table_rows(results, model, mod, Pref, t_out, Yref, work: Path) -> list[dict]:
     rows = []
     for res in results:
         if not res.get("available"):
@@ -261,7 +261,7 @@ def _fmt_err(e):
     return "—" if e is None else ("inf" if e == float("inf") else f"{e:.1e}")
 
 
-def print_table(rows, results, args) -> None:
+def print_table(rows, results) -> None:
     hdr = (f"{'peer':<11} {'method':<9} {'thr':>3} {'N':>6} {'seconds':>9} {'subj/s':>9} {'x il2sim':>9} "
            f"{'err C':>8} {'err NK':>8} {'err Eos':>8} {'err M':>8} {'RSS MiB':>8} {'setup s':>8}  measured / notes")
     print(hdr)
@@ -519,7 +519,6 @@ def child_scipy(job, wl, out, work):
 
 def child_numbalsoda(job, wl, out, work):
     (numbalsoda,) = _import("numbalsoda", ["numbalsoda"])
-    import numba
     from numba import carray, cfunc, njit
 
     model, mod = _model(job)
@@ -602,7 +601,6 @@ def child_numbalsoda(job, wl, out, work):
     out["runs"].append({"method": "LSODA", "threads": 1, "times": _times_for(job, cum, k), "setup_s": setup,
                         "failed": int((~ok[:k]).sum()), "yref": _save_ref(work, job, "LSODA", Yref), "note": ""})
     out["version"] = metadata.version("numbalsoda")
-    del numba
 
 
 def child_roadrunner(job, wl, out, work):
