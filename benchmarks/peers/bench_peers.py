@@ -228,7 +228,7 @@ def run_child(job: dict, work: Path) -> dict:
         res = json.loads(rpath.read_text())
         res["wall"] = wall
         if proc.returncode != 0 and res.get("available", True):
-            res["error"] = _tail(proc.stderr)
+            res["error"] = res.get("error") or _tail(proc.stderr)
         return res
     return {"peer": job["peer"], "available": False, "reason": f"failed (exit {proc.returncode}): {_tail(proc.stderr)}"}
 
@@ -296,7 +296,7 @@ def print_table(rows, results) -> None:
             print(f"{r['peer']:<11} {r['unavailable']}")
     for res in results:
         if res.get("error"):
-            print(f"{res['peer']}: child exited with an error after writing results: {res['error']}")
+            print(f"{res['peer']}: stopped after the rows above: {res['error']}")
     print_targets(rows, results)
 
 
@@ -355,7 +355,11 @@ def child_main(jpath: Path) -> None:
         out = {"peer": job["peer"], "available": False, "reason": str(e)}
     except Exception as e:  # noqa: BLE001 - the parent reports it in the table
         traceback.print_exc()
-        out = {"peer": job["peer"], "available": False, "reason": f"failed: {type(e).__name__}: {e}"[:400]}
+        msg = f"failed: {type(e).__name__}: {e}"[:400]
+        if out.get("runs"):  # keep the methods that finished
+            out["error"] = msg
+        else:
+            out = {"peer": job["peer"], "available": False, "reason": msg}
     out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     (work / f"result_{job['tag']}.json").write_text(json.dumps(out))
 
