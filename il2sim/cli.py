@@ -50,13 +50,18 @@ def _cmd_run(args) -> int:
     """Cohorts of any size go through il2sim.cohort: chunks streamed to a zarr store (or netCDF)."""
     import xarray as xr
 
+    from il2sim._cuda import resolve_backend
     from il2sim.cohort import run_cohort
     from il2sim.plot import trajectories
     from il2sim.scenario import load_scenario
 
     t0 = time.perf_counter()
     overrides = _parse_set(args.set)
+    if args.backend:
+        overrides["solver.backend"] = args.backend
     sc = load_scenario(args.config, overrides=overrides)
+    # before anything is written: --backend cuda without a GPU stops here with the reason
+    backend_used, backend_note = resolve_backend(sc.solver.backend, f"{sc.source}: solver.backend")
     out = Path(args.out) if args.out else Path("results") / f"{sc.name}.nc"
     run = run_cohort(sc, out, subjects=args.subjects, seed=args.seed, chunk_size=args.chunk_size,
                      workers=args.workers, scheduler=args.scheduler, resume=args.resume, overwrite=args.overwrite,
@@ -86,7 +91,10 @@ def _cmd_run(args) -> int:
             a = ds.attrs
             compile_s = a.get("compile_seconds", a.get("codegen_seconds", 0.0))
             print(f"il2sim {sc.name}: {run.subjects} subjects, {ds.sizes['time']} time points "
-                  f"({float(ds.time[0]) / 24:g}–{float(ds.time[-1]) / 24:g} d), method {a['solver_method']}, rtol {a['rtol']:g}")
+                  f"({float(ds.time[0]) / 24:g}–{float(ds.time[-1]) / 24:g} d), method {a['solver_method']}, rtol {a['rtol']:g}, "
+                  f"backend {backend_used}")
+            if backend_note:
+                print(f"  note: {backend_note}")
             print(f"  status: {_status_line(run.status)}")
             chunks = f", {run.n_chunks} chunks of {run.chunk_size}" + (f" ({run.skipped} done before --resume)" if run.skipped else "")
             print(f"  compile {compile_s:.2f} s ({'cold' if a.get('codegen_cold') else 'warm'}), "
@@ -471,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="solve chunks on an existing dask cluster (e.g. tcp://10.0.0.5:8786); its workers must see --out")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run from its completed chunks (same config, overrides, seed, subjects, chunk size)")
+    run.add_argument("--backend", choices=("cpu", "cuda", "auto"),
+                     help="solve on the CPU, on a CUDA GPU (numba-cuda), or on the GPU if there is one "
+                          "(default: the config's solver.backend, else cpu)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary (errors are still printed)")
     run.set_defaults(func=_cmd_run)
 

@@ -44,7 +44,8 @@ for (unit string, bounds, module, description, source), and on dosed states the
 **bioavailability and lag**: in il2sim doses are events that the caller's regimen applies
 (times, amounts, F, lag); they are not part of the model, so the SBML file has no events.
 Apply doses in the other tool by setting the dosed state (e.g. ``Asc += F * amount`` at
-``time + lag``).
+``time + lag``), or pass one subject's bolus doses to ``to_sbml(model, doses=...)``, which
+writes them as SBML events with exactly that effect.
 
 Import (:func:`from_sbml`)
 --------------------------
@@ -403,7 +404,7 @@ def _function_body(f: str, n: int, ids: Mapping[tuple[str, int], str]) -> str:
     return f"lambda({args}, {ids[(f, 2)]}({ids[(f, n - 1)]}({head}), a{n}))"
 
 
-def _document(model: Model):
+def _document(model: Model, doses=None):
     libsbml = _libsbml()
     import il2sim
 
@@ -538,8 +539,55 @@ def _document(model: Model):
                  "Dosed states carry their bioavailability and lag in their notes and annotation.")
     if any(k != v for k, v in ids.items()):
         lines.append("Renamed (il2sim -> SBML): " + ", ".join(f"{k} -> {v}" for k, v in ids.items() if k != v))
+    if doses is not None:
+        n = _add_dose_events(libsbml, m, model, doses, ids, taken, builder)
+        lines.append(f"This file also holds {n} bolus doses as SBML events (il2sim:dose annotations): "
+                     f"one subject's regimen, with the dosed state's bioavailability and lag applied.")
     _ok(m.setNotes(_notes(*lines)), "model notes")
     return doc, builder.exact, written
+
+
+def _add_dose_events(libsbml, m, model: Model, doses, ids, taken: set[str], builder: "_MathBuilder") -> int:
+    """One SBML event per bolus: at ``time + lag``, ``state += F * amt`` (F, lag as expressions)."""
+    from .dosing import Dose, EventType, expand_addl
+    from .errors import RegimenError
+
+    doses = list(doses)
+    bad = [d for d in doses if not isinstance(d, Dose)]
+    if bad:
+        raise RegimenError(f"to_sbml: doses: expected il2sim.Dose objects, got {type(bad[0]).__name__} {bad[0]!r}")
+    n = 0
+    for k, d in enumerate(expand_addl(doses)):
+        where = f"to_sbml: dose {k + 1} (t = {d.time:g} h, cmt {d.cmt!r})"
+        if d.evid != EventType.DOSE or d.rate is not None or d.duration is not None:
+            raise RegimenError(f"{where}: only bolus doses become SBML events (no infusions or resets); "
+                               f"export without doses= and apply these in the other tool")
+        if d.cmt not in model.state_names:
+            raise RegimenError(f"{where}: {d.cmt!r} is not a state of {model.name}")
+        st = model.states[model.state_index(d.cmt)]
+        at = Num(d.time) if st.lag is None else BinOp("+", Num(d.time), st.lag.root)
+        amount = Num(d.amt) if st.bioavailability is None else BinOp("*", st.bioavailability.root, Num(d.amt))
+        eid = f"dose_{n + 1}"
+        while eid in taken:
+            eid += "_"
+        taken.add(eid)
+        ev = m.createEvent()
+        _ok(ev.setId(eid), eid)
+        _ok(ev.setUseValuesFromTriggerTime(True), eid)
+        trigger = ev.createTrigger()
+        _ok(trigger.setInitialValue(False), eid)  # a dose at t = 0 fires at t = 0
+        _ok(trigger.setPersistent(True), eid)
+        time = libsbml.ASTNode(libsbml.AST_NAME_TIME)
+        _ok(time.setName("time"), eid)
+        _ok(trigger.setMath(builder.node(libsbml.AST_RELATIONAL_GEQ, time, builder.build(at))), eid)
+        ea = ev.createEventAssignment()
+        sid = ids[d.cmt]
+        _ok(ea.setVariable(sid), eid)
+        _ok(ea.setMath(builder.build(BinOp("+", Name(d.cmt), amount))), eid)
+        _ok(ev.setMetaId(f"il2sim_{eid}"), eid)
+        _ok(ev.setAnnotation(_annotation("dose", {"time": d.time, "amt": d.amt, "cmt": d.cmt})), eid)
+        n += 1
+    return n
 
 
 _EXACT = "il2sim_exact_number_"
@@ -599,35 +647,47 @@ def _functions_used(root) -> set[tuple[str, int]]:
     return out
 
 
-def to_sbml(model: Model) -> str:
+def to_sbml(model: Model, *, doses=None) -> str:
     """SBML Level 3 Version 2 text of ``model`` (see the module docstring for the mapping).
 
     SBML ids are the il2sim names (:func:`sbml_ids` lists the rare exceptions). Every state is a
     non-constant ``parameter`` with a ``rateRule``, every parameter a constant ``parameter``
     with its default value, every output a non-constant ``parameter`` with an
-    ``assignmentRule``. Doses are not exported: they are events of the caller's regimen; a
-    dosed state's bioavailability and lag are in its notes and annotation.
+    ``assignmentRule``. Doses are not part of the model: they are events of the caller's
+    regimen; a dosed state's bioavailability and lag are in its notes and annotation.
+
+    Parameters
+    ----------
+    model
+        A composed model (:func:`il2sim.load_model`, or ``load_scenario(...).model``).
+    doses
+        Optional: one subject's bolus doses (:class:`il2sim.Dose`, e.g. from
+        ``Regimen.doses(bsa=..., drug=...)``), written as SBML events: at ``time + lag`` the
+        dosed state gets ``F * amt`` (``F`` and ``lag`` are the state's expressions). Infusions
+        and resets raise :class:`~il2sim.errors.RegimenError`. :func:`from_sbml` leaves these
+        events out again.
 
     Examples
     --------
     >>> import libsbml
     >>> from il2sim.model import load_model
     >>> text = to_sbml(load_model("models/bench/il2_pkpd12.toml"))
-    >>> libsbml.readSBMLFromString(text).getModel().getRateRuleByVariable("Ac") is not None
+    >>> doc = libsbml.readSBMLFromString(text)  # keep the document: its model lives in it
+    >>> doc.getModel().getRateRuleByVariable("Ac") is not None
     True
     """
     libsbml = _libsbml()
-    doc, exact, values = _document(model)
+    doc, exact, values = _document(model, doses)
     text = libsbml.writeSBMLToString(doc)
     if not text:  # pragma: no cover
         raise RuntimeError(f"SBML export of {model.name}: libsbml wrote nothing")
     return _exact_numbers(text, exact, values)
 
 
-def write_sbml(model: Model, path: str | os.PathLike) -> Path:
+def write_sbml(model: Model, path: str | os.PathLike, *, doses=None) -> Path:
     """Write :func:`to_sbml` of ``model`` to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)
-    text = to_sbml(model)
+    text = to_sbml(model, doses=doses)
     _write_atomic(path, text)
     return path
 
@@ -682,7 +742,7 @@ class _Infix:
 
     def number(self, value: float) -> tuple[str, int]:
         if not math.isfinite(value):
-            raise _Unsupported(f"the number {value!r} (il2sim numbers are finite)")
+            raise _Unsupported(f"the number {value!r} is not supported (il2sim numbers are finite)")
         text = repr(float(value))
         return (text, 3) if value < 0 or text.startswith("-") else (text, _ATOM)
 
@@ -714,7 +774,7 @@ class _Infix:
             if name in env:
                 return env[name]
             if name not in self.names:
-                raise _Unsupported(f"the symbol {name!r}, which the model does not define")
+                raise _Unsupported(f"the symbol {name!r} is not defined in the model")
             return self.names[name], _ATOM
         if t == L.AST_PLUS:
             if not kids:
@@ -771,7 +831,7 @@ class _Infix:
             return f"{f}({', '.join(args)})", _ATOM
         if t in _relations(L):
             if len(kids) != 2:
-                raise _Unsupported("a comparison with other than 2 arguments")
+                raise _Unsupported("a comparison with other than 2 arguments is not supported")
             a, b = (self.emit(k, env) for k in kids)
             return f"{self.wrap(a, 1)} {_relations(L)[t]} {self.wrap(b, 1)}", 0
         if t in (L.AST_LOGICAL_AND, L.AST_LOGICAL_OR, L.AST_LOGICAL_NOT, L.AST_LOGICAL_XOR):
@@ -781,12 +841,13 @@ class _Infix:
         if t == L.AST_FUNCTION:
             return self.user_function(node, kids, env)
         if t == L.AST_FUNCTION_DELAY:
-            raise _Unsupported("delay() (il2sim has no delay differential equations)")
+            raise _Unsupported("delay() is not supported (il2sim has no delay differential equations)")
         if t == L.AST_FUNCTION_RATE_OF:
-            raise _Unsupported("rateOf()")
+            raise _Unsupported("rateOf() is not supported")
         name = node.getName() or L.formulaToL3String(node)
-        raise _Unsupported(f"the MathML function or operator {name or t!r} (il2sim expressions have "
-                           f"+ - * / **, comparisons, piecewise, exp, ln, log10, sqrt, abs, min, max)")
+        raise _Unsupported(f"the MathML function or operator {name or t!r} is not supported (il2sim expressions "
+                           f"have + - * / ^, comparisons, and, or, not, piecewise, exp, ln, log, root, abs, "
+                           f"min, max and function definitions)")
 
     def condition(self, node, env) -> str:
         """Condition of il2sim's where(): a comparison, or a number (true when non-zero)."""
@@ -818,7 +879,7 @@ class _Infix:
         L = self.L
         pieces = [(kids[i], kids[i + 1]) for i in range(0, len(kids) - 1, 2)]
         if len(kids) % 2 == 0:
-            raise _Unsupported("a piecewise() without an otherwise value")
+            raise _Unsupported("a piecewise() without an otherwise value is not supported")
         otherwise = kids[-1]
         # piecewise(1.0, c, 0.0) is how to_sbml writes a comparison used as a number
         if (len(pieces) == 1 and _real(L, pieces[0][0], 1.0) and _real(L, otherwise, 0.0)
@@ -832,11 +893,11 @@ class _Infix:
     def user_function(self, node, kids, env) -> tuple[str, int]:
         fid = node.getName()
         if fid not in self.functions:
-            raise _Unsupported(f"a call of {fid!r}, which is no function definition of the model")
+            raise _Unsupported(f"the function {fid!r} is not defined in the model")
         bvars, body, builtin = self.functions[fid]
         args = [self.emit(k, env) for k in kids]
         if len(args) != len(bvars):
-            raise _Unsupported(f"{fid}() called with {len(args)} arguments; its definition takes {len(bvars)}")
+            raise _Unsupported(f"{fid}() is called with {len(args)} arguments, but its definition takes {len(bvars)}")
         if builtin is not None:  # il2sim's own hill/min/max, as to_sbml wrote them
             return f"{builtin}({', '.join(a[0] for a in args)})", _ATOM
         inner = {b: (f"({a[0]})" if a[1] < _ATOM else a[0], _ATOM) for b, a in zip(bvars, args)}
@@ -881,8 +942,8 @@ def from_sbml(source: str | os.PathLike, *, name: str | None = None) -> str:
     name
         Module name; default: the name :func:`to_sbml` recorded, else the SBML model id.
 
-    Mapping
-    -------
+    Notes
+    -----
     - a ``rateRule`` target → a state with that ODE;
     - a species changed by reactions → a state whose ODE is the sum of stoichiometry × kinetic
       law (divided by its constant compartment size unless ``hasOnlySubstanceUnits``); each
@@ -989,8 +1050,14 @@ class _Importer:
     # -- checks of what il2sim cannot represent ------------------------------------------------
     def refuse_unsupported(self) -> None:
         m, L = self.m, self.L
+        doses = [m.getEvent(i) for i in range(m.getNumEvents())
+                 if _il2sim_annotation(L, m.getEvent(i)).get("cmt") is not None]
+        if doses:
+            self.notes.append(f"{len(doses)} il2sim dose events left out: in il2sim doses are a regimen")
         for i in range(m.getNumEvents()):
             ev = m.getEvent(i)
+            if any(ev is d or ev.getId() == d.getId() for d in doses):
+                continue
             self.fail(f"event {ev.getId() or f'#{i + 1}'!r}",
                       "events are not supported: an il2sim model has no events, doses are a regimen "
                       "applied by the caller; remove the event and give the doses as an il2sim regimen")
@@ -1123,8 +1190,13 @@ class _Importer:
                     sid += "_"
                 taken.add(sid)
                 local.append((sid, r, lp))
+        # a species reference with an id is a symbol: its (constant) stoichiometry
+        stoich_refs = [(sr, r) for r in reactions
+                       for sr in [*(r.getReactant(k) for k in range(r.getNumReactants())),
+                                  *(r.getProduct(k) for k in range(r.getNumProducts()))]
+                       if sr.isSetId() and sr.getId()]
         sids = [e.getId() for e in (*compartments, *species, *parameters)] + [s for s, _, _ in local] + \
-            [r.getId() for r in reactions]
+            [sr.getId() for sr, _ in stoich_refs] + [r.getId() for r in reactions]
         names = self.make_names(sids, renames)
         functions = {}
         for i in range(m.getNumFunctionDefinitions()):
@@ -1145,7 +1217,7 @@ class _Importer:
                 text = infix.text(math_node, env)
                 parse_expr_checked(text, where=f"{self.label}: {what}")
             except _Unsupported as exc:
-                self.fail(what, f"{exc} is not supported")
+                self.fail(what, str(exc))
                 return None
             except ExpressionError as exc:
                 self.problems.extend(exc.problems)
@@ -1178,7 +1250,6 @@ class _Importer:
         # numeric values of everything at t = 0 (for parameters and evaluated initial values)
         values: dict[str, float] = {}
         pending: dict[str, str] = {}
-        sizes = {c.getId(): c for c in compartments}
         for c in compartments:
             if c.isSetSize():
                 values[names[c.getId()]] = c.getSize()
@@ -1190,6 +1261,8 @@ class _Importer:
                 values[names[p.getId()]] = p.getValue()
         for sid, r, lp in local:
             values[names[sid]] = lp.getValue()
+        for sr, _ in stoich_refs:
+            values[names[sr.getId()]] = sr.getStoichiometry()
         species_initial: dict[str, str | float] = {}
         for s in species:
             sid, comp = s.getId(), s.getCompartment()
@@ -1213,25 +1286,21 @@ class _Importer:
             elif sid not in pending:
                 pending[sid] = v
         # assignment rules hold at t = 0 too
-        for sid, r in assignment_rules.items():
-            if sid not in names:
-                continue
-            text = expr(r.getMath(), f"assignmentRule {sid!r}")
-            if text is not None:
-                pending.setdefault(sid, text)
-        for _ in range(len(pending) + 1):
-            progress = False
-            for sid, text in list(pending.items()):
-                e = parse_expr_checked(text, where=f"{self.label}: initial value of {sid!r}")
+        rule_text = {sid: expr(r.getMath(), f"assignmentRule {sid!r}") for sid, r in assignment_rules.items()}
+        todo = {sid: text for sid, text in {**rule_text, **pending}.items() if text is not None and sid in names}
+        while todo:  # in dependency order: evaluate whatever has all its values
+            done = []
+            for sid, text in todo.items():
                 try:
-                    values[names[sid]] = evaluate(e, values)
+                    values[names[sid]] = evaluate(parse_expr_checked(text, where=sid), values)
                 except KeyError:
                     continue
-                progress = True
-            if not progress:
-                break
+                done.append(sid)
+            if not done:
+                break  # reported below as a missing value
+            for sid in done:
+                del todo[sid]
 
-        # local parameters in kinetic laws: the expression walker sees their global names
         items: list[_Item] = []
         state_sids: list[str] = []
         for s in species:
@@ -1275,6 +1344,13 @@ class _Importer:
                                f"SBML import of {self.label}: local parameter {lp.getId()!r} of reaction {r.getId()!r}",
                                value=v, lower=-math.inf if v < 0 else None))
             param_names.add(names[sid])
+        for sr, r in stoich_refs:
+            v = sr.getStoichiometry()
+            items.append(_Item("parameter", names[sr.getId()], "1",
+                               f"stoichiometry of species {sr.getSpecies()!r} in reaction {r.getId()!r}",
+                               f"SBML import of {self.label}: species reference {sr.getId()!r}", value=v,
+                               lower=-math.inf if v < 0 else None))
+            param_names.add(names[sr.getId()])
 
         for sid in state_sids:
             el = element_of[sid]
@@ -1320,7 +1396,7 @@ class _Importer:
                 self.fail(f"assignmentRule {sid!r}", "sets a species reference or an unknown symbol; not supported")
                 continue
             ann = _il2sim_annotation(L, el)
-            text = expr(r.getMath(), f"assignmentRule {sid!r}")
+            text = rule_text[sid]
             items.append(_Item("output", names[sid], self.unit_text(el, ann), self.description(el, ann, kind_of[sid]),
                                expr=text))
         for r in reactions:

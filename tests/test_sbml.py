@@ -18,7 +18,8 @@ import pytest
 
 from il2sim._codegen import compile_model
 from il2sim.cli import main
-from il2sim.errors import ModelSpecError
+from il2sim.dosing import Dose, to_kernel_events
+from il2sim.errors import ModelSpecError, RegimenError
 from il2sim.model import load_model
 from il2sim.sbml import from_sbml, parse_unit, sbml_ids, to_sbml, write_sbml
 from solver_harness import solve
@@ -321,6 +322,46 @@ def test_export_then_import_gives_the_same_model_and_trajectory(shipped, tmp_pat
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+def test_bolus_doses_become_sbml_events_that_libroadrunner_applies_like_il2sim(tmp_path):
+    model = SHIPPED["il2_pkpd12"]()
+    # 9 MIU/m2 (1.8 m2, 3.99 nmol/MIU) twice on day 1, then 0.9 MIU/m2 twice daily; one IV dose
+    doses = [Dose(time=0.0, amt=64.638, cmt="Asc"), Dose(time=12.0, amt=64.638, cmt="Asc"),
+             Dose(time=24.0, amt=6.4638, cmt="Asc", ii=12.0, addl=3), Dose(time=30.0, amt=2.0, cmt="Ac")]
+    text = to_sbml(model, doses=doses)
+    doc = _read(text)
+    m = doc.getModel()
+    assert m.getNumEvents() == 7
+    assert libsbml.formulaToL3String(m.getEvent(0).getTrigger().getMath()) == "time >= (0 + tlag)"
+    assert libsbml.formulaToL3String(m.getEvent(0).getEventAssignment(0).getMath()) == "Asc + F * 64.638"
+    # the import leaves the doses out (they are a regimen in il2sim) and says so
+    back = from_sbml(text)
+    assert "# Note: 7 il2sim dose events left out: in il2sim doses are a regimen" in back
+    with pytest.raises(RegimenError, match=r"dose 1 \(t = 0 h, cmt 'Asc'\): only bolus doses"):
+        to_sbml(model, doses=[Dose(time=0.0, amt=1.0, cmt="Asc", duration=1.0)])
+    with pytest.raises(RegimenError, match="'Nope' is not a state"):
+        to_sbml(model, doses=[Dose(time=0.0, amt=1.0, cmt="Nope")])
+
+    roadrunner = pytest.importorskip("roadrunner")
+    module = compile_model(model).module
+    p = model.default_parameters()
+    f, lag = p[model.parameter_index("F")], p[model.parameter_index("tlag")]
+    events = to_kernel_events(doses, state_index={s: i for i, s in enumerate(model.state_names)},
+                              F={"Asc": f}, lag={"Asc": lag})
+    t = np.linspace(0.0, 96.0, 97)
+    y0 = np.zeros(len(model.states))
+    module.initial(p, y0)
+    atol = _atol(y0)
+    ours = solve(module, "rodas5p", t, p, y0=y0, ev=events, rtol=RTOL, atol=atol, max_steps=1_000_000).y
+    rr = roadrunner.RoadRunner(text)
+    rr.setIntegrator("cvode")
+    rr.integrator.relative_tolerance = RTOL
+    for name, tol in zip(model.state_names, atol):
+        rr.integrator.setIndividualTolerance(name, tol)
+    theirs = np.asarray(rr.simulate(0.0, 96.0, 97, selections=["time", *model.state_names]))[:, 1:]
+    rel = np.abs(theirs - ours).max(axis=0) / np.abs(ours).max(axis=0)
+    assert rel.max() <= 1e-6, dict(zip(model.state_names, rel))
+
+
 # ---------------------------------------------------------------------------------------------
 # Import of plain SBML
 
@@ -398,6 +439,81 @@ def test_import_of_reactions_species_local_parameters_and_seconds(tmp_path):
     np.testing.assert_allclose(sol.y[:, 1], 40.0 * (np.exp(-b * t) - np.exp(-a * t)), rtol=1e-7, atol=1e-9)
 
 
+MIXED = """<?xml version="1.0" encoding="UTF-8"?>
+<sbml xmlns="http://www.sbml.org/sbml/level3/version2/core" level="3" version="2">
+  <model id="mixed">
+    <listOfCompartments><compartment id="V" size="2" constant="true"/></listOfCompartments>
+    <listOfSpecies>
+      <species id="S" compartment="V" initialConcentration="1" hasOnlySubstanceUnits="false" boundaryCondition="false" constant="false"/>
+      <species id="Ext" compartment="V" initialConcentration="5" hasOnlySubstanceUnits="false" boundaryCondition="true" constant="false"/>
+    </listOfSpecies>
+    <listOfParameters>
+      <parameter id="k" value="0.3" constant="true"/>
+      <parameter id="r" constant="false"/>
+    </listOfParameters>
+    <listOfInitialAssignments>
+      <initialAssignment symbol="r"><math xmlns="http://www.w3.org/1998/Math/MathML">
+        <apply><times/><ci>k</ci><cn type="integer">2</cn></apply></math></initialAssignment>
+    </listOfInitialAssignments>
+    <listOfRules>
+      <rateRule variable="r"><math xmlns="http://www.w3.org/1998/Math/MathML">
+        <apply><minus/>
+          <piecewise>
+            <piece><cn>1</cn>
+              <apply><or/>
+                <apply><and/>
+                  <apply><gt/><csymbol encoding="text" definitionURL="http://www.sbml.org/sbml/symbols/time">t</csymbol><cn>2</cn></apply>
+                  <apply><gt/><ci>S</ci><cn>1.5</cn></apply></apply>
+                <apply><not/><apply><gt/><csymbol encoding="text" definitionURL="http://www.sbml.org/sbml/symbols/time">t</csymbol><cn>1</cn></apply></apply></apply></piece>
+            <otherwise><cn>0</cn></otherwise>
+          </piecewise>
+          <apply><times/><cn>0.5</cn><ci>r</ci></apply></apply></math></rateRule>
+    </listOfRules>
+    <listOfReactions>
+      <reaction id="Rin" reversible="false">
+        <listOfReactants><speciesReference id="nE" species="Ext" stoichiometry="2" constant="true"/></listOfReactants>
+        <listOfProducts><speciesReference species="S" stoichiometry="1" constant="true"/></listOfProducts>
+        <kineticLaw><math xmlns="http://www.w3.org/1998/Math/MathML">
+          <apply><divide/><apply><times/><ci>k</ci><ci>Ext</ci></apply><ci>nE</ci></apply></math></kineticLaw>
+      </reaction>
+      <reaction id="Rout" reversible="false">
+        <listOfReactants><speciesReference species="S" stoichiometry="1" constant="true"/></listOfReactants>
+        <kineticLaw><math xmlns="http://www.w3.org/1998/Math/MathML">
+          <apply><times/><ci>k</ci><ci>S</ci><ci>V</ci><apply><exp/><apply><minus/><ci>r</ci></apply></apply></apply>
+        </math></kineticLaw>
+      </reaction>
+    </listOfReactions>
+  </model>
+</sbml>
+"""
+
+
+def test_import_of_logic_named_stoichiometry_boundary_species_and_initial_assignment(tmp_path):
+    text = from_sbml(MIXED)
+    assert '# Note: the SBML model declares no time unit: taken as hours' in text
+    path = tmp_path / "mixed.toml"
+    path.write_text(text, encoding="utf-8")
+    model = load_model(path)
+    assert model.state_names == ("r", "S")
+    assert {"V", "Ext", "k", "nE"} <= set(model.parameter_names)
+    assert model.states[0].initial.text == "k * 2"
+    assert model.odes["S"].text == "(Rin - Rout) / V"
+    roadrunner = pytest.importorskip("roadrunner")
+    module = compile_model(model).module
+    t = np.linspace(0.0, 6.0, 25)
+    p = model.default_parameters()
+    ours = solve(module, "rodas5p", t, p, rtol=RTOL, atol=1e-12).y
+    rr = roadrunner.RoadRunner(MIXED)
+    rr.setIntegrator("cvode")
+    rr.integrator.relative_tolerance = RTOL
+    rr.integrator.absolute_tolerance = 1e-12
+    theirs = np.asarray(rr.simulate(0.0, 6.0, 25, selections=["time", "r", "[S]"]))[:, 1:]  # [S]: concentration
+    # r rises (t <= 1), falls (1 < t, until t > 2 and S > 1.5), rises again: every branch is taken
+    dr = np.diff(ours[:, 0])
+    assert dr[:4].min() > 0 and dr[5:8].max() < 0 and dr[-1] > 0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9)
+
+
 def _with(text: str, old: str, new: str) -> str:
     assert old in text
     return text.replace(old, new)
@@ -449,9 +565,11 @@ def test_import_refuses_an_algebraic_rule_naming_it():
      "compartment 'cell': a compartment whose size varies is not supported"),
     ('<ci>kdeg</ci><ci>B</ci>', '<ci>kdeg</ci><apply><csymbol encoding="text" '
      'definitionURL="http://www.sbml.org/sbml/symbols/delay">delay</csymbol><ci>B</ci><cn>1</cn></apply>',
-     "reaction 'R2' kineticLaw: delay() (il2sim has no delay differential equations) is not supported"),
+     "reaction 'R2' kineticLaw: delay() is not supported (il2sim has no delay differential equations)"),
     ('<ci>kdeg</ci><ci>B</ci>', '<ci>kdeg</ci><apply><sin/><ci>B</ci></apply>',
-     "reaction 'R2' kineticLaw: the MathML function or operator 'sin'"),
+     "reaction 'R2' kineticLaw: the MathML function or operator 'sin' is not supported"),
+    ('<ci>kdeg</ci><ci>B</ci>', '<ci>kdeg</ci><ci>nowhere</ci>',
+     "reaction 'R2' kineticLaw: the symbol 'nowhere' is not defined in the model"),
     ('<species id="B" compartment="cell" initialAmount="0"', '<species id="B" compartment="cell"',
      "species 'B': has no initial amount, concentration or initial assignment"),
 ])
