@@ -22,71 +22,10 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import banner, scipy_subject  # noqa: E402
-
-import il2sim  # noqa: E402
-from il2sim._codegen import compile_model  # noqa: E402
-from il2sim._solvers.status import METHODS  # noqa: E402
-from il2sim.population import sample_cohort  # noqa: E402
-from il2sim.scenario import load_scenario  # noqa: E402
-from il2sim.simulate import cohort_events  # noqa: E402
+from common import banner, first_events as _first, il2sim_run, max_rel_error, prepare, scipy_subject  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CHECK = ("C", "Treg", "NK", "Eos")  # variables whose error is reported
-
-
-def prepare(config: Path, n: int):
-    sc = load_scenario(config)
-    model = sc.model
-    mod = compile_model(model).module
-    cohort = sample_cohort(sc.population.__class__(n, sc.population.covariates, sc.population.iiv, sc.population.bsa_formula),
-                           model.parameter_names, model.default_parameters(), sc.seed)
-    P = np.ascontiguousarray(cohort.parameters)
-    t_out = sc.output.times()
-    events = cohort_events(sc, mod, cohort.covariates, P, float(t_out[-1]))
-    Y0 = np.empty((n, len(model.state_names)))
-    mod.eval_initial(P, Y0)
-    return sc, mod, P, Y0, t_out, events
-
-
-def il2sim_run(mod, method, P, Y0, t_out, events, rtol, atol, rows=None):
-    n = P.shape[0] if rows is None else len(rows)
-    sel = slice(None) if rows is None else rows
-    if rows is not None:
-        ptr, t, k, s, v = events
-        parts = [(t[ptr[r]:ptr[r + 1]], k[ptr[r]:ptr[r + 1]], s[ptr[r]:ptr[r + 1]], v[ptr[r]:ptr[r + 1]]) for r in rows]
-        from il2sim.dosing import cohort_kernel_events
-
-        events = cohort_kernel_events(parts)
-    ns = Y0.shape[1]
-    Y = np.empty((n, t_out.size, ns))
-    st, ct, ft = np.zeros(n, np.int64), np.zeros((n, 6), np.int64), np.zeros((n, 2))
-    t0 = time.perf_counter()
-    mod.solve_cohort(METHODS[method], 1, 0.0, np.ascontiguousarray(Y0[sel]), np.ascontiguousarray(P[sel]), t_out, *events,
-                     rtol, atol, 0.0, 0.0, 10_000_000, Y, st, ct, ft)
-    return time.perf_counter() - t0, Y, st, ct
-
-
-def outputs_of(mod, t_out, Y, P):
-    O = np.empty((Y.shape[0], t_out.size, mod.N_OUTPUTS))
-    mod.eval_outputs(t_out, Y, np.ascontiguousarray(P), O)
-    return O
-
-
-def max_rel_error(model, mod, t_out, Y, Yref, P):
-    """Max over subjects and time of |y - y_ref| / max|y_ref| (per variable, over time)."""
-    O, Oref = outputs_of(mod, t_out, Y, P), outputs_of(mod, t_out, Yref, P)
-    errs = {}
-    for name in CHECK:
-        if name in model.state_names:
-            i = model.state_names.index(name)
-            a, b = Y[..., i], Yref[..., i]
-        else:
-            i = model.output_names.index(name)
-            a, b = O[..., i], Oref[..., i]
-        scale = np.max(np.abs(b), axis=1, keepdims=True)
-        errs[name] = float(np.max(np.abs(a - b) / np.where(scale > 0, scale, 1.0)))
-    return errs
 
 
 def main() -> None:
@@ -126,12 +65,12 @@ def main() -> None:
             for threads in (1, 2):
                 numba.set_num_threads(threads)
                 sec, Y, st, ct = il2sim_run(mod, method, Pn, Y0n, t_out, evn, args.rtol, atol)
-                err = max_rel_error(model, mod, t_out, Y[:nref], Yref, P[:nref])
+                err = max_rel_error(model, mod, t_out, Y[:nref], Yref, P[:nref], CHECK)
                 rows.append((n, f"il2sim {method}", threads, sec, sec / n, err, int(ct[:, 3].mean()), int((st != 0).sum())))
         numba.set_num_threads(1)
         if args.matched_rtol:
             sec, Y, st, ct = il2sim_run(mod, "rodas5p", Pn, Y0n, t_out, evn, args.matched_rtol, atol)
-            err = max_rel_error(model, mod, t_out, Y[:nref], Yref, P[:nref])
+            err = max_rel_error(model, mod, t_out, Y[:nref], Yref, P[:nref], CHECK)
             rows.append((n, f"il2sim rodas5p rtol {args.matched_rtol:g}", 1, sec, sec / n, err, int(ct[:, 3].mean()), int((st != 0).sum())))
         ns_sp = min(n, args.scipy_subjects)
         for method in ("LSODA", "BDF"):
@@ -143,7 +82,7 @@ def main() -> None:
                 Ys[i], nf, _ = scipy_subject(mod, method, P[i], Y0[i], t_out, et[sl], ek[sl], es[sl], ev[sl], args.rtol, atol)
                 nfev += nf
             sec = time.perf_counter() - t0
-            err = max_rel_error(model, mod, t_out, Ys[:nref], Yref, P[:nref])
+            err = max_rel_error(model, mod, t_out, Ys[:nref], Yref, P[:nref], CHECK)
             rows.append((n, f"scipy {method} (first {ns_sp})", 1, sec, sec / ns_sp, err, nfev // ns_sp, 0))
 
     print()
@@ -155,12 +94,6 @@ def main() -> None:
             errs = " ".join(f"{r[5][k]:.1e}" for k in CHECK)
             print(f"{r[0]:>6} {r[1]:<26} {r[2]:>3} {r[3]:9.2f} {r[4] * 1e3:11.3f} {1 / r[4]:9.1f} {lsoda / r[4]:14.1f} "
                   f"{r[6]:>9} {r[7]:>6}  {errs}")
-
-
-def _first(events, n):
-    ptr, t, k, s, v = events
-    e = ptr[n]
-    return ptr[: n + 1].copy(), t[:e], k[:e], s[:e], v[:e]
 
 
 if __name__ == "__main__":
