@@ -10,6 +10,7 @@ import argparse
 import ast
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from il2sim.errors import Il2simError
@@ -39,8 +40,12 @@ def _parse_set(items: list[str]) -> dict:
         text = raw.strip()
         lowered = {"true": "True", "false": "False"}.get(text, text)
         try:
-            value = ast.literal_eval(lowered)
-        except (ValueError, SyntaxError):
+            with warnings.catch_warnings():  # e.g. an invalid escape "\d": the text stays a string
+                warnings.simplefilter("ignore")
+                value = ast.literal_eval(lowered)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            # not a literal ({[1]: 2} is a TypeError, [[[[...]]]] too deep): keep the text; the
+            # config validator then says which type the field expects
             value = text
         out[key.strip()] = value
     return out
