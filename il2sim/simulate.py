@@ -295,6 +295,9 @@ def simulate(
 
     t_start = _time.perf_counter()
     compiled = compile_model(model)
+    from il2sim._numba_cache import drop_broken_numba_cache
+
+    drop_broken_numba_cache(compiled.path)  # numba's own cache beside the module: rebuilt if damaged
     t_compiled = _time.perf_counter()
     mod = compiled.module
     cohort = sample_cohort(pop, model.parameter_names, model.default_parameters(), seed, subjects=subject_ids)
