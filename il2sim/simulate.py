@@ -246,6 +246,9 @@ def simulate(
 
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     solver = sc.solver
+    if rtol is not None or atol is not None:  # as the config validator would check them, before use
+        _check_tolerances(solver.rtol if rtol is None else rtol, solver.atol if atol is None else atol,
+                          sc.model.state_names)
     if method is not None or rtol is not None or atol is not None:
         solver = replace(
             solver,
@@ -255,8 +258,6 @@ def simulate(
         )
     if solver.method not in METHODS:
         raise ConfigError(f"{sc.source}: solver.method: expected one of {', '.join(map(repr, METHODS))}, got {solver.method!r}")
-    if rtol is not None or atol is not None:
-        _check_tolerances(solver, sc.model.state_names)
     seed = sc.seed if seed is None else int(seed)
     model = sc.model
     if subject_ids is not None:
@@ -489,13 +490,15 @@ def simulate(
     return ds
 
 
-def _check_tolerances(solver, state_names) -> None:
+def _check_tolerances(rtol, atol, state_names) -> None:
     """Validate ``rtol``/``atol`` given to :func:`simulate` as the config validator would."""
     from il2sim.scenario import _solver
 
-    atol = solver.atol
-    _, problems = _solver({"rtol": solver.rtol, "atol": dict(atol) if isinstance(atol, dict) else atol},
-                          "simulate (rtol/atol arguments)")
+    def plain(x):  # numpy scalars count as the numbers they hold
+        return x.item() if isinstance(x, np.generic) else x
+
+    atol = {k: plain(x) for k, x in atol.items()} if isinstance(atol, dict) else plain(atol)
+    _, problems = _solver({"rtol": plain(rtol), "atol": atol}, "simulate (rtol/atol arguments)")
     if isinstance(atol, dict):
         problems += [f"simulate (rtol/atol arguments): solver.atol.{k}: unknown state '{k}'; states: {', '.join(state_names)}"
                      for k in atol if k != "default" and k not in state_names]

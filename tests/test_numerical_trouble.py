@@ -205,3 +205,34 @@ def test_doses_after_the_end_are_not_given(scenario):
     full = il2sim.simulate(scenario, subjects=2)
     short = il2sim.simulate(scenario, subjects=2, t_out=full.time.values[:31])
     np.testing.assert_allclose(short.C.values, full.C.values[:, :31], rtol=1e-6, atol=1e-9)
+
+
+BLOWUP_MODEL = """
+[model]
+name = "blowup"
+description = "dX/dt = k X^2: a finite-time singularity at t = 1/(k X0)"
+time_unit = "h"
+[parameters]
+k = { value = 0.01, unit = "1/(nmol h)", description = "growth constant", source = "test value" }
+[states]
+X = { initial = 1.0, unit = "nmol", description = "blows up" }
+[odes]
+X = "k * X**2"
+"""
+
+
+@pytest.mark.parametrize("method", ["rodas5p", "tsit5"])
+def test_finite_time_singularity_is_marked_where_it_happens(tmp_path, method):
+    (tmp_path / "blowup.toml").write_text(BLOWUP_MODEL)
+    (tmp_path / "c.toml").write_text(
+        f'[scenario]\nname = "b"\nmodels = ["blowup.toml"]\nseed = 1\n[population]\nsubjects = 3\n'
+        f'[output]\ndt_h = 1.0\nend_h = 48\n[solver]\nmethod = "{method}"\nrtol = 1e-8\natol = 1e-10\n')
+    sc = load_scenario(tmp_path / "c.toml")
+    P = np.array([[0.01], [0.05], [0.02]])  # singular at 100 h (after the end), 20 h and 50 h (after the end)
+    ds = il2sim.simulate(sc, subjects=3, parameters=P)
+    assert [str(s) for s in ds.status.values[[0, 2]]] == ["ok", "ok"]
+    assert str(ds.status.values[1]) in ("step_too_small", "non_finite")
+    assert ds.t_reached.values[1] == pytest.approx(20.0, rel=1e-3)
+    assert str(ds.status_message.values[1]).startswith(f"stopped at t = {ds.t_reached.values[1]:.6g} h: ")
+    np.testing.assert_allclose(ds.X.values[0], 1.0 / (1.0 - 0.01 * ds.time.values), rtol=1e-6)
+    assert np.isnan(ds.X.values[1, ds.time.values > 20.0]).all()
