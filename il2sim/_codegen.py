@@ -181,6 +181,18 @@ class _Printer(PythonCodePrinter):
         x, e, n = (self.parenthesize(a, precedence(sympy.Pow(a, 2, evaluate=False)) + 1) for a in expr.args)
         return f"({x}**{n}/({e}**{n} + {x}**{n}))"
 
+    def _print_HillPow(self, expr: HillPow) -> str:
+        x, en, n = (self.parenthesize(a, precedence(sympy.Pow(a, 2, evaluate=False)) + 1) for a in expr.args)
+        return f"({x}**{n}/({en} + {x}**{n}))"
+
+
+class HillPow(sympy.Function):
+    """``Hill(x, ec50, n)`` with ``ec50**n`` given (a hoisted parameter-only value): printed
+    ``x**n/(en + x**n)``, the same arithmetic as ``Hill`` once ``en`` is computed. Only in
+    the kernel functions, which are never differentiated."""
+
+    nargs = 3
+
 
 class _Generator:
     def __init__(self, model: Model, *, sparse_lu: bool = True):
@@ -200,6 +212,8 @@ class _Generator:
         self.output_exprs = [self.convert(o.expr) for o in model.outputs]
         self.ode_exprs = [self.convert(model.odes[s]) for s in model.state_names]
         self.o_index = {s: k for k, s in enumerate(self.o)}
+        self._pset = set(self.p)
+        self.derived: dict[sympy.Expr, sympy.Symbol] = {}  # parameter-only expr -> _q<k>
 
     def convert(self, expr: Expr) -> sympy.Expr:
         e = to_sympy(expr, self.symbols)
@@ -221,8 +235,49 @@ class _Generator:
                 stack += [s for s in self.output_exprs[k].free_symbols if s in self.o_index]
         return sorted(need)  # model.outputs is topologically ordered
 
-    def output_lines(self, ks: list[int]) -> list[str]:
-        return [f"_o{k} = {self.pr(self.output_exprs[k])}  # {self.model.outputs[k].name}" for k in ks]
+    def output_lines(self, ks: list[int], exprs: list[sympy.Expr] | None = None) -> list[str]:
+        exprs = self.output_exprs if exprs is None else exprs
+        return [f"_o{k} = {self.pr(exprs[k])}  # {self.model.outputs[k].name}" for k in ks]
+
+    # --- parameter-only subexpressions, computed once per subject ---------------------------
+
+    def hoist(self, e: sympy.Basic) -> sympy.Basic:
+        """``e`` with every compound parameter-only part replaced by a derived symbol ``_q<k>``.
+
+        The solver calls the right-hand side and Jacobian thousands of times per subject
+        with the same parameters; divisions, powers and functions of parameters alone (such
+        as ``Q/V1`` or ``EC50**n`` in a Hill term) are computed once by ``derive`` instead.
+        In a sum or product only the parameter-only factors are grouped (``p5*y2/p3`` ->
+        ``_q*y2``); conditions of piecewise expressions are left alone.
+        """
+        pset = self._pset
+        if e.is_Atom or not isinstance(e, sympy.Basic):
+            return e
+        if isinstance(e, sympy.Expr) and e.free_symbols and e.free_symbols <= pset:
+            return self._derived_symbol(e) if _costly(e) else e
+        if isinstance(e, Hill):
+            x, ec50, n = e.args
+            if ec50.free_symbols <= pset and n.free_symbols <= pset:
+                en = ec50**n
+                en = self._derived_symbol(en) if en.free_symbols and _costly(en) else en
+                return HillPow(self.hoist(x), en, n)
+        if e.is_Add or e.is_Mul:
+            fixed = [a for a in e.args if a.free_symbols <= pset]
+            rest = [self.hoist(a) for a in e.args if not a.free_symbols <= pset]
+            group = e.func(*fixed) if fixed else None
+            if group is not None and group.free_symbols and _costly(group):
+                return e.func(self._derived_symbol(group), *rest)
+            return e.func(*fixed, *rest)
+        return e.func(*[self.hoist(a) for a in e.args])
+
+    def _derived_symbol(self, e: sympy.Expr) -> sympy.Symbol:
+        sym = self.derived.get(e)
+        if sym is None:
+            k = len(self.derived)
+            sym = sympy.Symbol(f"_q{k}", real=True)
+            self.derived[e] = sym
+            self.printer._names[sym.name] = f"p[{len(self.p) + k}]"
+        return sym
 
     def assignments(self, targets: list[str], exprs: list[sympy.Expr]) -> list[str]:
         """``target = expr`` lines after common subexpression elimination."""
@@ -298,6 +353,7 @@ class _Generator:
         )
         lines += _sparse_linear_algebra(n, [_entry_position(tgt) for tgt in targets], jac_lines,
                                         self.sparse_lu)
+        lines += self.kernel_functions(rhs_needed, targets, entries)
         lines += self.function(
             "outputs(t, y, p, o)",
             self.output_lines(list(range(nout))) + [f"o[{k}] = _o{k}" for k in range(nout)],
@@ -310,6 +366,43 @@ class _Generator:
             mods.append(f"lag[{i}] = {self.pr(self.convert(s.lag)) if s.lag else '0.0'}")
         lines += self.function("dose_modifiers(p, f, lag)", mods)
         return "\n".join(lines) + "\n"
+
+    def kernel_functions(self, rhs_needed: list[int], targets: list[str],
+                         entries: list[sympy.Expr]) -> list[str]:
+        """``derive``, ``rhs_k``, ``jac_k``, ``jac_nz_k``: what the solver kernels call.
+
+        The same functions as ``rhs``/``jac``/``jac_nz``, over the parameter vector extended by
+        ``N_DERIVED`` values that ``derive(p)`` fills (``p[N_PARAMS + k]``) from the
+        parameters alone; the public functions keep plain parameter vectors.
+        """
+        jac_needed = self.needed_outputs(entries)
+        outs = list(self.output_exprs)
+        for k in sorted(set(rhs_needed) | set(jac_needed)):
+            outs[k] = self.hoist(outs[k])
+        odes = [self.hoist(e) for e in self.ode_exprs]
+        jac_entries = [self.hoist(e) for e in entries]
+        derived = list(self.derived)
+        npar = len(self.p)
+        lines = ["HAS_DERIVED = True", f"N_DERIVED = {len(derived)}", ""]
+        lines += self.function(
+            "derive(p)", self.assignments([f"p[{npar + k}]" for k in range(len(derived))], derived)
+        )
+        lines += self.function(
+            "rhs_k(t, y, p, dy)",
+            self.output_lines(rhs_needed, outs) + self.assignments([f"dy[{i}]" for i in range(len(self.y))], odes),
+        )
+        lines += self.function(
+            "jac_k(t, y, p, J)",
+            ["for _i in range(N_STATES):", "    for _j in range(N_STATES):", "        J[_i, _j] = 0.0"]
+            + self.output_lines(jac_needed, outs)
+            + self.assignments(targets, jac_entries),
+        )
+        lines += self.function(
+            "jac_nz_k(t, y, p, Jv)",
+            self.output_lines(jac_needed, outs)
+            + self.assignments([f"Jv[{k}]" for k in range(len(targets))], jac_entries),
+        )
+        return lines
 
     @staticmethod
     def function(signature: str, body: list[str]) -> list[str]:
@@ -477,6 +570,15 @@ def _sparse_linear_algebra(n: int, positions: list[tuple[int, int]], jac_lines: 
     dense += ["for _i in range(N_STATES):", "    W[_i, _i] += c"]
     lines += _Generator.function("w_dense_nz(Jv, c, W)", dense)
     return lines
+
+
+def _costly(e: sympy.Expr) -> bool:
+    """Worth computing once: more than a symbol, a number or a number times a symbol."""
+    if e.is_Symbol or e.is_Number:
+        return False
+    if e.is_Mul and len(e.args) == 2 and e.args[0].is_Number and e.args[1].is_Symbol:
+        return False
+    return True
 
 
 def _diff(e: sympy.Expr, x: sympy.Symbol) -> sympy.Expr:

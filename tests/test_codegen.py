@@ -196,6 +196,49 @@ def test_jacobian_writes_every_entry_and_is_finite_at_a_drug_free_start(compiled
     assert J[3, 0] == 0.0 and J[3, 3] == -0.7
 
 
+def extended(m, p):
+    """The kernels' parameter vector: p followed by the derived values ``derive`` fills."""
+    q = np.full(p.size + m.N_DERIVED, np.nan)
+    q[: p.size] = p
+    m.derive(q)
+    return q
+
+
+def check_kernel_functions(m, points, p):
+    """rhs_k/jac_k/jac_nz_k over the extended vector equal rhs/jac/jac_nz over plain p (the
+    hoisted parameter-only parts change only the rounding)."""
+    q = extended(m, p)
+    assert np.isfinite(q).all()
+    n = m.N_STATES
+    for t, y in points:
+        a, b = np.empty(n), np.empty(n)
+        m.rhs(t, y, p, a)
+        m.rhs_k(t, y, q, b)
+        np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-300)
+        Ja, Jb = np.empty((n, n)), np.full((n, n), np.nan)
+        m.jac(t, y, p, Ja)
+        m.jac_k(t, y, q, Jb)
+        np.testing.assert_allclose(Jb, Ja, rtol=1e-13, atol=1e-300)
+        va, vb = np.empty(m.JAC_NNZ), np.full(m.JAC_NNZ, np.nan)
+        m.jac_nz(t, y, p, va)
+        m.jac_nz_k(t, y, q, vb)
+        np.testing.assert_allclose(vb, va, rtol=1e-13, atol=1e-300)
+
+
+def test_kernel_functions_with_derived_parameters_match_the_public_ones(compiled):
+    m, model = compiled.module, compiled.model
+    p = model.default_parameters()
+    assert m.HAS_DERIVED and m.N_DERIVED > 0
+    src = compiled.path.read_text()
+    # the Hill power of two parameters is computed once, not at every call
+    assert "p[8]**p[9]" in src.split("def derive(p):")[1].split("def rhs_k")[0]
+    assert "p[8]**p[9]" not in src.split("def rhs_k(")[1].split("def jac_k")[0]
+    check_kernel_functions(m, random_points(model, 10, seed=5), p)
+    rng = np.random.default_rng(6)
+    for _ in range(5):  # other parameter values: derive is a function of p, nothing cached
+        check_kernel_functions(m, random_points(model, 2, seed=7), p * rng.uniform(0.5, 2.0, p.size))
+
+
 def test_shipped_library_jacobian(tmp_path):
     """The whole shipped model library composes, generates and has a correct Jacobian."""
     import il2sim
@@ -219,6 +262,7 @@ def test_shipped_library_jacobian(tmp_path):
         yr = y * rng.uniform(0.7, 1.3, y.size) + rng.uniform(0.01, 1.0, y.size)
         m.jac(24.0, yr, p, J)
         np.testing.assert_allclose(J, central_differences(m, 24.0, yr, p), rtol=2e-5, atol=1e-7)
+    check_kernel_functions(m, [(24.0, y * rng.uniform(0.7, 1.3, y.size) + 0.1) for _ in range(3)], p)
 
 
 # --- the cache ------------------------------------------------------------------------------
@@ -343,3 +387,57 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "xdg" / "il2sim"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_cache_dir() == Path.home() / ".cache" / "il2sim"
+
+
+ORAL = """\
+[model]
+name = "oral_cl_v"
+description = "one compartment, first-order absorption, clearance and volume"
+time_unit = "h"
+
+[parameters]
+ka = { value = 0.8, unit = "1/h", description = "absorption", source = "test" }
+CL = { value = 0.2, unit = "L/h", description = "clearance", source = "test" }
+V  = { value = 2.0, unit = "L", description = "volume", source = "test" }
+
+[states]
+Ad = { initial = 0, unit = "mg", description = "depot" }
+Ac = { initial = 0, unit = "mg", description = "central" }
+
+[odes]
+Ad = "-ka * Ad"
+Ac = "ka * Ad - CL / V * Ac"
+"""
+
+
+@pytest.mark.parametrize("method", [0, 1])
+def test_parameter_event_recomputes_derived_values(tmp_path, method):
+    """CL/V is computed once per subject by ``derive``; an EV_PARAM event that doubles CL at
+    t = 30 h must reach the rhs through it (exact piecewise solution)."""
+    path = tmp_path / "oral.toml"
+    path.write_text(ORAL)
+    m = compile_model(load_model(path), cache_dir=tmp_path / "cache").module
+    derive = Path(m.__file__).read_text().split("def derive(p):")[1].split("def rhs_k")[0]
+    assert m.N_DERIVED == 1 and "p[3] = -p[1]/p[2]" in derive  # -CL/V, hoisted out of the rhs
+    ka, CL, V = 0.8, 0.2, 2.0
+    ke = CL / V
+    t_out = np.linspace(0.0, 60.0, 121)
+    ev_time = np.array([0.0, 30.0])
+    ev_kind = np.array([m.EV_BOLUS, m.EV_PARAM], dtype=np.int64)
+    ev_state = np.array([0, 1], dtype=np.int64)
+    ev_value = np.array([100.0, 2 * CL])
+    p = np.array([ka, CL, V])
+    y_out = np.full((t_out.size, 2), np.nan)
+    stats, fstats = np.zeros(7, np.int64), np.zeros(2)
+    code = m.solve_subject(method, 1, 0.0, np.zeros(2), p, t_out, ev_time, ev_kind, ev_state, ev_value,
+                           1e-10, np.full(2, 1e-12), 0.0, 0.0, 10**6, y_out, stats, fstats)
+    assert code == m.OK
+    np.testing.assert_array_equal(p, [ka, CL, V])  # the caller's vector is not extended or changed
+
+    def central(t, k, a0, c0):
+        return a0 * ka / (k - ka) * (np.exp(-ka * t) - np.exp(-k * t)) + c0 * np.exp(-k * t)
+
+    c = central(t_out, ke, 100.0, 0.0)
+    late = t_out > 30.0
+    c[late] = central(t_out[late] - 30.0, 2 * ke, 100.0 * np.exp(-ka * 30.0), central(30.0, ke, 100.0, 0.0))
+    np.testing.assert_allclose(y_out[:, 1], c, rtol=1e-8, atol=1e-10)

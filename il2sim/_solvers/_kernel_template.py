@@ -64,6 +64,12 @@ RHS_DEPENDS_ON_TIME = True
 # Without them the stiff method uses jac and the dense pivoted LU every step.
 HAS_SPARSE_LU = False
 
+# Optional in a model module (the code generator writes them): HAS_DERIVED = True together with
+#   N_DERIVED, derive(p)            p[N_PARAMS + k] = the k-th parameter-only subexpression;
+#   rhs_k, jac_k, jac_nz_k          rhs, jac, jac_nz reading those derived values.
+# The kernels call only the _k versions, with a parameter vector of N_PARAMS + N_DERIVED.
+HAS_DERIVED = False
+
 
 # --- BEGIN KERNELS ---
 # The text between the markers is copied verbatim into every generated model module.
@@ -132,6 +138,25 @@ try:  # generated models bring a sparse Jacobian and a straight-line LU of W = c
     _SPARSE_LU = bool(HAS_SPARSE_LU)  # noqa: F821
 except NameError:
     _SPARSE_LU = False
+try:  # generated models bring kernel versions of rhs/jac over p extended by derived values
+    _DERIVED = bool(HAS_DERIVED)  # noqa: F821
+except NameError:
+    _DERIVED = False
+if not _DERIVED:
+    # A model module without them (hand-written): the kernels call its own functions, and
+    # the parameter vector carries nothing extra.
+    N_DERIVED = 0
+    rhs_k = rhs
+    jac_k = jac
+    try:
+        jac_nz_k = jac_nz  # noqa: F821
+    except NameError:
+        pass
+
+    @kernel
+    def derive(p):
+        return
+
 if not _SPARSE_LU:
     # Placeholders with the same types, never called (the branches that would call them are
     # folded away at compile time: _SPARSE_LU is a global constant).
@@ -141,6 +166,8 @@ if not _SPARSE_LU:
     @kernel
     def jac_nz(t, y, p, Jv):
         return
+
+    jac_nz_k = jac_nz
 
     @kernel
     def lu_factor_nz(Jv, c, Wv):
@@ -253,8 +280,9 @@ def _w_solve(mode, W, Wv, piv, b):
 
 @kernel
 def _f(t, y, p, rate, out, stats):
-    """``out = rhs(t, y, p) + rate``; counts one rhs evaluation."""
-    rhs(t, y, p, out)
+    """``out = rhs(t, y, p) + rate``; counts one rhs evaluation. ``p`` is the subject's
+    extended parameter vector (``derive`` has filled its last ``N_DERIVED`` entries)."""
+    rhs_k(t, y, p, out)
     for i in range(N_STATES):
         out[i] += rate[i]
     stats[_S_RHS] += 1
@@ -346,9 +374,9 @@ def _rodas_prepare(t, y, p, rate, J, Jv, dT, f0, scratch, stats):
     derivative f_t (forward difference; zero if the rhs ignores t)."""
     _f(t, y, p, rate, f0, stats)
     if _SPARSE_LU:
-        jac_nz(t, y, p, Jv)
+        jac_nz_k(t, y, p, Jv)
     else:
-        jac(t, y, p, J)
+        jac_k(t, y, p, J)
     stats[_S_JAC] += 1
     if _RHS_USES_T:
         dt = math.sqrt(_EPS) * max(1e-5, abs(t))
@@ -474,7 +502,8 @@ def _tsit5_dense(theta, h, y0, K, out):
 def _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0, p):
     """Apply events ie, ie+1, ... with time <= t in array order; return the next index.
 
-    ``p`` is the subject's working copy of its parameters (EV_PARAM sets one from here on).
+    ``p`` is the subject's working copy of its parameters, extended by ``N_DERIVED`` derived
+    values (EV_PARAM sets a parameter from here on, and the derived values are recomputed).
     """
     n_ev = ev_time.shape[0]
     while ie < n_ev and ev_time[ie] <= t:
@@ -491,8 +520,9 @@ def _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0, p):
                 y[i] = y0[i]
                 rate[i] = 0.0
         elif kind == EV_PARAM:
-            if 0 <= s < p.shape[0]:
+            if 0 <= s < p.shape[0] - N_DERIVED:
                 p[s] = ev_value[ie]
+                derive(p)
         ie += 1
     return ie
 
@@ -710,9 +740,12 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
     Wv = np.empty(LU_NNZ)
     piv = np.empty(n, dtype=np.int64)
     dense = np.empty((3, n))
-    pw = np.empty(p.shape[0])  # working copy: EV_PARAM events change it, never the caller's p
+    # Working copy of the parameters (EV_PARAM events change it, never the caller's p), followed
+    # by the parameter-only subexpressions of rhs/jac, computed once here instead of every call.
+    pw = np.empty(p.shape[0] + N_DERIVED)
     for i in range(p.shape[0]):
         pw[i] = p[i]
+    derive(pw)
     return _integrate(method, adaptive, t0, y0, pw, t_out, ev_time, ev_kind, ev_state, ev_value,
                       rtol, atol, h0, hmax, max_steps, y_out, stats, fstats,
                       y, ynew, rate, K, u, fu, f0, err, dT, J, Jv, W, Wv, piv, dense)

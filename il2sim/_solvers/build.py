@@ -34,7 +34,7 @@ from numba import njit, prange
 # without numba's runtime (NRT): no atomic reference counting of every array argument at
 # every call (a third of the step time with it), and an allocation fails to compile.
 # kernel_alloc: entry points that allocate their work arrays once (needs the NRT).
-kernel = njit(cache=True, fastmath=False, error_model="numpy", nogil=True, _nrt=False)
+kernel = njit(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True, _nrt=False)
 kernel_alloc = njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 kernel_parallel = njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 '''
