@@ -605,8 +605,12 @@ def _output(d: Any, source: str) -> tuple[OutputGrid, list[str]]:
     if start >= end_h:
         problems.append(f"{source}: output.start_h: expected < end ({end_h:g} h), got {start!r}")
     elif (end_h - start) / dt + 1 > MAX_OUTPUT_TIMES:
-        problems.append(f"{source}: output.dt_h: {dt!r} h from {start:g} to {end_h:g} h gives {(end_h - start) / dt + 1:.3g} time "
-                        f"points; expected at most {MAX_OUTPUT_TIMES:.0e} (a larger dt_h, or keep_every_h to thin stored trajectories)")
+        # the grid is made by three fields: name each, whichever of them the user got wrong
+        end = (f"end_h = {d['end_h']!r}" if "end_h" in d else f"end_day = {d['end_day']!r}" if "end_day" in d
+               else "end_day = 84 (default)")
+        problems.append(f"{source}: output: dt_h = {dt!r} h from start_h = {start!r} to {end} ({end_h:g} h) gives "
+                        f"{(end_h - start) / dt + 1:.3g} time points; expected at most {MAX_OUTPUT_TIMES:.0e} (a larger "
+                        f"dt_h or an earlier end; keep_every_h thins what a cohort run stores)")
     variables = d.get("variables")
     if variables is not None and (not isinstance(variables, list) or not all(isinstance(x, str) for x in variables)):
         problems.append(f"{source}: output.variables: expected a list of state/output names, got {variables!r}")

@@ -73,7 +73,7 @@ def test_bad_subjects_are_marked_with_reason_and_time_and_the_rest_is_unchanged(
         il2sim.simulate(scenario, subjects=6, parameters=P, throw=True)
 
 
-def test_max_steps_and_step_too_small_carry_the_time_reached(scenario):
+def test_max_steps_carries_the_time_reached(scenario):
     sc = replace(scenario, solver=replace(scenario.solver, max_steps=40))
     ds = il2sim.simulate(sc, subjects=2)
     assert list(ds.status.values) == ["max_steps", "max_steps"]
@@ -165,7 +165,9 @@ def test_absurd_tolerances_given_to_simulate(scenario, kwargs, message):
         ("solver.max_steps", 0, r"solver\.max_steps: expected an integer >= 1, got 0"),
         ("solver.hmax", -1.0, r"solver\.hmax: expected a number >= 0, got -1\.0"),
         ("output.dt_h", 0, r"output\.dt_h: expected a number > 0, got 0"),
-        ("output.dt_h", 1e-9, r"output\.dt_h: 1e-09 h from 0 to 336 h gives 3\.36e\+11 time points; expected at most 1e\+08"),
+        ("output.dt_h", 1e-9, r"output: dt_h = 1e-09 h from start_h = 0\.0 to end_day = 14 \(336 h\) gives 3\.36e\+11 time points; "
+                              r"expected at most 1e\+08"),
+        ("output.end_day", 5e6, r"output: dt_h = 1\.0 h from start_h = 0\.0 to end_day = 5000000\.0 \(1\.2e\+08 h\) gives 1\.2e\+08 time points"),
         ("output.start_h", 400.0, r"output\.start_h: expected < end \(336 h\), got 400\.0"),
         ("population.subjects", 0, r"population\.subjects: expected an integer >= 1, got 0"),
     ],
