@@ -524,7 +524,7 @@ def _below_lower_bound(t: np.ndarray, Ys: np.ndarray, lower: np.ndarray, rtol: f
     first_s = np.zeros(n, dtype=np.int64)
     for j in np.flatnonzero(np.isfinite(lower)):  # one state at a time: temporaries stay (subjects, times)
         y = Ys[:, :, j]
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):  # atol = 1e307 gives an infinite slack: never below
             running = np.maximum.accumulate(np.where(np.isfinite(y), np.abs(y), 0.0), axis=1)
             below = y < lower[j] - 10.0 * (atol[j] + rtol * running)  # NaN compares False
         hit = below.any(axis=1)

@@ -5,6 +5,7 @@ grids, zero subjects and doses after the end are clear errors or documented beha
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,6 +107,11 @@ def test_lower_bound_check_allows_tolerance_sized_dips():
     Y[3, :, 0] = [np.nan] * 5  # a failed subject's NaN: never counts
     rows, k_t, k_s = _below_lower_bound(t, Y, lower, 1e-9, atol)
     assert (list(rows), list(k_t), list(k_s)) == ([1], [2], [0])
+    # an absurd but finite atol (found by the long fuzz run): no overflow warning, nothing flagged
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows, _, _ = _below_lower_bound(t, Y, lower, 0.1, np.array([1e308] * 2))
+    assert rows.size == 0
 
 
 def test_cli_run_summary_says_how_many_failed_and_why(tmp_path, capsys):
