@@ -1,4 +1,4 @@
-"""Command line: ``il2sim run | validate | models | report | sweep | plot``.
+"""Command line: ``il2sim run | validate | models | report | sweep | plot | sbml``.
 
 Errors in the user's input are printed as one paragraph and exit with status 2; ``--debug``
 shows the traceback instead.
@@ -55,13 +55,18 @@ def _cmd_run(args) -> int:
     """Cohorts of any size go through il2sim.cohort: chunks streamed to a zarr store (or netCDF)."""
     import xarray as xr
 
+    from il2sim._cuda import resolve_backend
     from il2sim.cohort import run_cohort
     from il2sim.plot import trajectories
     from il2sim.scenario import load_scenario
 
     t0 = time.perf_counter()
     overrides = _parse_set(args.set)
+    if args.backend:
+        overrides["solver.backend"] = args.backend
     sc = load_scenario(args.config, overrides=overrides)
+    # before anything is written: --backend cuda without a GPU stops here with the reason
+    backend_used, backend_note = resolve_backend(sc.solver.backend, f"{sc.source}: solver.backend")
     out = Path(args.out) if args.out else Path("results") / f"{sc.name}.nc"
     if not args.no_figures and not args.resume:
         # the run's figures are outputs too: refuse before solving anything, as for --out itself
@@ -97,7 +102,10 @@ def _cmd_run(args) -> int:
             a = ds.attrs
             compile_s = a.get("compile_seconds", a.get("codegen_seconds", 0.0))
             print(f"il2sim {sc.name}: {run.subjects} subjects, {ds.sizes['time']} time points "
-                  f"({float(ds.time[0]) / 24:g}–{float(ds.time[-1]) / 24:g} d), method {a['solver_method']}, rtol {a['rtol']:g}")
+                  f"({float(ds.time[0]) / 24:g}–{float(ds.time[-1]) / 24:g} d), method {a['solver_method']}, rtol {a['rtol']:g}, "
+                  f"backend {backend_used}")
+            if backend_note:
+                print(f"  note: {backend_note}")
             print(f"  status: {_status_line(run.status)}")
             for line in _failure_lines(run.status):
                 print(f"  {line}")
@@ -270,6 +278,58 @@ def _cmd_sensitivity(args, overrides: dict) -> int:
                   f"ST {r.ST:6.3f} [{r.ST_low:6.3f}, {r.ST_high:6.3f}]")
         print(f"  wrote {out}")
     return 0
+
+
+EPILOG_SBML = """examples:
+  il2sim sbml export configs/mm_low_dose_1995.toml -o mm.xml      # the config's model, with its parameter values
+  il2sim sbml export models/bench/il2_pkpd12.toml -o pkpd12.xml   # model modules (names or files), composed
+  il2sim sbml export il2_pk_sc il2_signal lymphocytes nk eosinophils sil2r myeloma > library.xml
+  il2sim sbml import model.xml -o models/imported.toml
+
+export: SBML Level 3 Version 2; SBML ids are the il2sim names, states are parameters with rate rules,
+outputs parameters with assignment rules; doses are not part of the model (apply them in the other tool).
+import: rate rules, assignment rules, initial assignments and reactions with kinetic laws; events,
+algebraic rules and delays are refused with the element named. Without -o the text goes to stdout.
+"""
+
+
+def _cmd_sbml(args) -> int:
+    """``sbml export`` writes a composed model as SBML; ``sbml import`` writes an il2sim module."""
+    from il2sim import sbml
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise Il2simError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+    if args.action == "export":
+        model = _model_or_config(args.source)
+        text = sbml.to_sbml(model)
+        what = f"{model.name}: {len(model.state_names)} states, {len(model.parameter_names)} parameters, {len(model.output_names)} outputs"
+    else:
+        text = sbml.from_sbml(args.source, name=args.name)
+        what = "il2sim model module"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        sbml._write_atomic(out, text)
+        print(f"il2sim sbml {args.action}: wrote {out} ({what})")
+    return 0
+
+
+def _model_or_config(items: list[str]):
+    """A scenario config (a .toml with a [scenario] table) gives its model; anything else is model modules."""
+    import tomllib
+
+    from il2sim.model import load_model
+    from il2sim.scenario import load_scenario
+
+    if len(items) == 1 and items[0].endswith(".toml") and Path(items[0]).is_file():
+        try:
+            data = tomllib.loads(Path(items[0]).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            data = {}  # load_model reports what is wrong with the file
+        if "scenario" in data:
+            return load_scenario(items[0]).model
+    return load_model(items)
 
 
 EPILOG_PLOT = """examples:
@@ -450,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="solve chunks on an existing dask cluster (e.g. tcp://10.0.0.5:8786); its workers must see --out")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run from its completed chunks (same config, overrides, seed, subjects, chunk size)")
+    run.add_argument("--backend", choices=("cpu", "cuda", "auto"),
+                     help="solve on the CPU, on a CUDA GPU (numba-cuda), or on the GPU if there is one "
+                          "(default: the config's solver.backend, else cpu)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary (errors are still printed)")
     run.set_defaults(func=_cmd_run)
 
@@ -505,6 +568,22 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--overwrite", action="store_true", help="replace an existing output")
     swp.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     swp.set_defaults(func=_cmd_sweep)
+
+    sb = sub.add_parser("sbml", help="export a model as SBML (COPASI, tellurium, libRoadRunner) or import an SBML model",
+                        epilog=EPILOG_SBML, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sb_sub = sb.add_subparsers(dest="action", required=True)
+    sb_exp = sb_sub.add_parser("export", help="write a scenario's model, or composed model modules, as SBML L3V2",
+                               epilog=EPILOG_SBML, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sb_exp.add_argument("source", nargs="+", metavar="MODEL_OR_CONFIG",
+                        help="a scenario config (its model and parameter values), or model module names/files to compose")
+    sb_imp = sb_sub.add_parser("import", help="convert an SBML model into an il2sim model module (TOML)",
+                               epilog=EPILOG_SBML, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sb_imp.add_argument("source", metavar="SBML", help="SBML file")
+    sb_imp.add_argument("--name", help="module name (default: the SBML model id)")
+    for p in (sb_exp, sb_imp):
+        p.add_argument("-o", "--out", metavar="PATH", help="output file (default: standard output)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+        p.set_defaults(func=_cmd_sbml)
     return parser
 
 

@@ -34,6 +34,7 @@ variables = ["C", "NK", "Eos"]   # default: every state and output
 method = "rodas5p"          # or "tsit5"
 rtol = 1e-6
 atol = 1e-9                 # a number, or a table {state = atol, default = ...}
+backend = "cpu"             # "cuda": one subject per GPU thread (numba-cuda); "auto": GPU if present
 
 [response]                  # best response at assessment visits (il2sim.response)
 confirm = 2                 # PR/MR must hold at this many consecutive visits
@@ -85,6 +86,7 @@ _SECTION_PARSERS = {
     "sensitivity": ("il2sim.sensitivity", "parse_sensitivity", None),
 }
 SOLVER_METHODS = ("rodas5p", "tsit5")
+SOLVER_BACKENDS = ("cpu", "cuda", "auto")
 DISTRIBUTIONS = {
     "normal": ("mean", "sd"),
     "lognormal": ("median", "sd_log"),
@@ -107,6 +109,7 @@ class SolverSettings:
     max_steps: int = 1_000_000
     h0: float = 0.0
     hmax: float = 0.0
+    backend: str = "cpu"  # "cpu", "cuda" (a GPU, via numba-cuda) or "auto" (the GPU if there is one)
 
     def atol_vector(self, state_names: list[str] | tuple[str, ...]) -> np.ndarray:
         """Absolute tolerance per state, in each state's unit."""
@@ -630,7 +633,7 @@ def _output(d: Any, source: str) -> tuple[OutputGrid, list[str]]:
 def _solver(d: Any, source: str) -> tuple[SolverSettings, list[str]]:
     if (msg := v.check_table(d, source, "solver")) is not None:
         return SolverSettings(), [msg]
-    problems = v.unknown_keys(d, ("method", "rtol", "atol", "max_steps", "h0", "hmax"), source, "solver")
+    problems = v.unknown_keys(d, ("method", "rtol", "atol", "max_steps", "h0", "hmax", "backend"), source, "solver")
     kw: dict[str, Any] = {}
     method = d.get("method", "rodas5p")
     if (msg := v.check_choice(method, SOLVER_METHODS, source, "solver.method")) is not None:
@@ -663,6 +666,11 @@ def _solver(d: Any, source: str) -> tuple[SolverSettings, list[str]]:
                 problems.append(msg)
             else:
                 kw[key] = float(d[key])
+    if "backend" in d:
+        if (msg := v.check_choice(d["backend"], SOLVER_BACKENDS, source, "solver.backend")) is not None:
+            problems.append(msg)
+        else:
+            kw["backend"] = d["backend"]
     return SolverSettings(**kw), problems
 
 

@@ -197,6 +197,7 @@ def simulate(
     variables: list[str] | None = None,
     chunk_size: int = 4096,
     throw: bool = False,
+    backend: str | None = None,
 ) -> xr.Dataset:
     """Simulate a scenario's virtual cohort and return the results Dataset.
 
@@ -217,6 +218,10 @@ def simulate(
     method, rtol, atol : override the config's solver settings.
     variables : states/outputs to keep (default: the config's, else all).
     chunk_size : subjects per kernel call; results do not depend on it.
+    backend : ``"cpu"``, ``"cuda"`` or ``"auto"``; overrides the config's ``solver.backend``.
+        ``"cuda"`` solves one subject per GPU thread with the same solver source (results equal
+        the CPU's to rounding); without a GPU it is a ConfigError, and ``"auto"`` runs on the
+        CPU, saying why in ``attrs["backend_note"]``.
     throw : raise ``SolverError`` if any subject fails, instead of marking it in ``status``.
 
     Returns
@@ -294,11 +299,20 @@ def simulate(
     _check_memory(n, t_out.size, len(model.state_names), len(model.output_names),
                   min(n, max(1, int(chunk_size))), sc.source)
 
+    from il2sim._cuda import resolve_backend
+
+    backend_used, backend_note = resolve_backend(backend or solver.backend, f"{sc.source}: solver.backend")
     t_start = _time.perf_counter()
     compiled = compile_model(model)
     from il2sim._numba_cache import drop_broken_numba_cache
 
     drop_broken_numba_cache(compiled.path)  # numba's own cache beside the module: rebuilt if damaged
+    gpu = None
+    if backend_used == "cuda":
+        from il2sim._cuda import compile_cuda
+        from il2sim._solvers.cuda import solve_cohort_cuda
+
+        gpu = compile_cuda(model)
     t_compiled = _time.perf_counter()
     mod = compiled.module
     cohort = sample_cohort(pop, model.parameter_names, model.default_parameters(), seed, subjects=subject_ids)
@@ -387,12 +401,20 @@ def simulate(
             Os = np.empty((rows.size, t_solve.size, no))
             st, ct, ft = np.zeros(rows.size, np.int64), np.zeros((rows.size, len(STAT_FIELDS)), np.int64), np.zeros((rows.size, 2))
             Pr = np.ascontiguousarray(Pc[rows])
-            mod.solve_cohort(
-                m_code, 1, 0.0, np.ascontiguousarray(Y0[rows]), Pr, t_solve, *ev,
-                solver.rtol, atol_vec, solver.h0, solver.hmax, solver.max_steps, Ys, st, ct, ft,
-            )
+            if gpu is not None:  # the same kernels on the GPU; outputs too when one P holds throughout
+                solve_cohort_cuda(
+                    gpu.module, m_code, 1, 0.0, np.ascontiguousarray(Y0[rows]), Pr, t_solve, *ev,
+                    solver.rtol, atol_vec, solver.h0, solver.hmax, solver.max_steps, Ys, st, ct, ft,
+                    O_out=Os if P_occ is None else None,
+                )
+            else:
+                mod.solve_cohort(
+                    m_code, 1, 0.0, np.ascontiguousarray(Y0[rows]), Pr, t_solve, *ev,
+                    solver.rtol, atol_vec, solver.h0, solver.hmax, solver.max_steps, Ys, st, ct, ft,
+                )
             if P_occ is None:
-                mod.eval_outputs(t_solve, Ys, Pr, Os)
+                if gpu is None:
+                    mod.eval_outputs(t_solve, Ys, Pr, Os)
             else:  # outputs with each occasion's parameters
                 for k in range(n_occ):
                     a, b = occ_bounds[k], occ_bounds[k + 1]
@@ -453,6 +475,7 @@ def simulate(
         "model_hash": model.text_hash,
         "seed": seed,
         "solver_method": solver.method,
+        "backend": backend_used,
         "rtol": solver.rtol,
         "atol": str(solver.atol),
         "codegen_cold": int(compiled.cold),
@@ -461,6 +484,8 @@ def simulate(
         "n_failed": int(failed.size),
         "status_summary": summary,
     }
+    if backend_note:
+        attrs["backend_note"] = backend_note
     ds = build_dataset(
         model=model, t_out=t_out, Y=Y, O=O, P=P, covariates=cohort.covariates,
         covariate_units=cohort.covariate_units, subject=cohort.subject, status=status,

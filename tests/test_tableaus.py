@@ -156,3 +156,28 @@ def test_rosenbrock_order_conditions(name, embedded):
     ]
     for value, expected in conditions:
         assert value == pytest.approx(float(expected), abs=1e-12)
+
+
+def test_rodas5p_stage_points_reused_where_the_rows_allow():
+    """The kernel forms the points of stages 7 and 8 as the previous point plus k_{s-1}; that
+    is only the same sum if the a-row repeats the previous one and adds exactly 1 * k_{s-1}."""
+    from il2sim._solvers.tableaus import RODAS5P_A, RODAS5P_U_FROM_PREV
+
+    assert RODAS5P_U_FROM_PREV.tolist() == [False] * 6 + [True, True]
+    for s in np.flatnonzero(RODAS5P_U_FROM_PREV):
+        np.testing.assert_array_equal(RODAS5P_A[s, : s - 1], RODAS5P_A[s - 1, : s - 1])
+        assert RODAS5P_A[s, s - 1] == 1.0 and not RODAS5P_A[s, s:].any()
+    rng = np.random.default_rng(0)  # sequential sums: the shortcut is bit-identical
+    K, y = rng.normal(size=(8, 5)), rng.normal(size=5)
+    u = y.copy()
+    for s in range(1, 8):
+        if RODAS5P_U_FROM_PREV[s]:
+            u = u + K[s - 1]
+        else:
+            u = y.copy()
+            for j in range(s):
+                u = u + RODAS5P_A[s, j] * K[j]
+        full = y.copy()
+        for j in range(s):
+            full = full + RODAS5P_A[s, j] * K[j]
+        np.testing.assert_array_equal(u, full)

@@ -87,6 +87,7 @@ from il2sim._solvers.tableaus import (
     RODAS5P_GAMMA,
     RODAS5P_H,
     RODAS5P_STAGES,
+    RODAS5P_U_FROM_PREV,
     TSIT5_A,
     TSIT5_B_ERR,
     TSIT5_C,
@@ -409,13 +410,21 @@ def _rodas_step(t, h, y, p, rate, f0, J, Jv, dT, W, Wv, piv, K, u, fu, ynew, err
             for i in range(n):
                 Ks[i] = f0[i]
         else:
-            for i in range(n):
-                u[i] = y[i]
-            for j in range(s):
-                a = RODAS5P_A[s, j]
-                Kj = K[j]
+            if RODAS5P_U_FROM_PREV[s]:
+                # a-row = previous a-row + 1 * k_{s-1} (Rodas5P's last two stages): u still
+                # holds the previous stage point, so one pass instead of s, with the same
+                # additions in the same order as the full sum (bit-identical results)
+                Kp = K[s - 1]
                 for i in range(n):
-                    u[i] += a * Kj[i]
+                    u[i] += Kp[i]
+            else:
+                for i in range(n):
+                    u[i] = y[i]
+                for j in range(s):
+                    a = RODAS5P_A[s, j]
+                    Kj = K[j]
+                    for i in range(n):
+                        u[i] += a * Kj[i]
             _f(t + RODAS5P_C[s] * h, u, p, rate, fu, stats)
             for i in range(n):
                 Ks[i] = 0.0

@@ -362,6 +362,18 @@ RODAS5P_C = np.ascontiguousarray(RODAS5P.c)
 RODAS5P_D = np.ascontiguousarray(RODAS5P.d)
 RODAS5P_H = np.ascontiguousarray(RODAS5P.H)
 RODAS5P_STAGES = RODAS5P.stages
+
+
+def _u_from_prev(a: np.ndarray) -> np.ndarray:
+    """Stages whose point is the previous stage's plus k_{s-1}: a[s, :s-1] == a[s-1, :s-1]
+    and a[s, s-1] == 1 (Rodas5P's stages 7 and 8), so the kernel adds one vector instead of
+    summing all earlier stages again."""
+    flags = [s >= 2 and a[s, s - 1] == 1.0 and np.array_equal(a[s, : s - 1], a[s - 1, : s - 1])
+             for s in range(a.shape[0])]
+    return np.array(flags, dtype=np.bool_)
+
+
+RODAS5P_U_FROM_PREV = _u_from_prev(RODAS5P_A)
 RODAS5P_ERR_ORDER = RODAS5P.embedded_order + 1  # exponent base of the step controller
 
 TSIT5_A = np.ascontiguousarray(TSIT5.a)
