@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import math
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping, Union
@@ -239,7 +240,12 @@ def parse_expr_checked(text: str | int | float, *, where: str) -> Expr:
     if not text.strip():
         raise ExpressionError(f"{where}: expression is empty")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():
+            # The tokenizer warns about things like an invalid escape "\d" in a string (a
+            # DeprecationWarning or SyntaxWarning, or a SyntaxError under -W error). Such a
+            # construct is rejected below anyway; the warning must not leak to the user.
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         if "Exceeds the limit" in str(exc.msg):
             raise ExpressionError(f"{where}: number literal has too many digits") from None

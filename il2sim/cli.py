@@ -10,6 +10,7 @@ import argparse
 import ast
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from il2sim.errors import Il2simError
@@ -39,8 +40,12 @@ def _parse_set(items: list[str]) -> dict:
         text = raw.strip()
         lowered = {"true": "True", "false": "False"}.get(text, text)
         try:
-            value = ast.literal_eval(lowered)
-        except (ValueError, SyntaxError):
+            with warnings.catch_warnings():  # e.g. an invalid escape "\d": the text stays a string
+                warnings.simplefilter("ignore")
+                value = ast.literal_eval(lowered)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            # not a literal ({[1]: 2} is a TypeError, [[[[...]]]] too deep): keep the text; the
+            # config validator then says which type the field expects
             value = text
         out[key.strip()] = value
     return out
@@ -63,6 +68,12 @@ def _cmd_run(args) -> int:
     # before anything is written: --backend cuda without a GPU stops here with the reason
     backend_used, backend_note = resolve_backend(sc.solver.backend, f"{sc.source}: solver.backend")
     out = Path(args.out) if args.out else Path("results") / f"{sc.name}.nc"
+    if not args.no_figures and not args.resume:
+        # the run's figures are outputs too: refuse before solving anything, as for --out itself
+        from il2sim._files import refuse_existing
+
+        refuse_existing([out.with_name(out.stem + f"{k}{x}") for k in ("_trajectories", "_M") for x in (".png", ".svg")],
+                        overwrite=args.overwrite, hint="pass --overwrite to replace it, --no-figures, or choose another --out")
     run = run_cohort(sc, out, subjects=args.subjects, seed=args.seed, chunk_size=args.chunk_size,
                      workers=args.workers, scheduler=args.scheduler, resume=args.resume, overwrite=args.overwrite,
                      progress=False if args.quiet else None, overrides=overrides)
@@ -96,6 +107,8 @@ def _cmd_run(args) -> int:
             if backend_note:
                 print(f"  note: {backend_note}")
             print(f"  status: {_status_line(run.status)}")
+            for line in _failure_lines(run.status):
+                print(f"  {line}")
             chunks = f", {run.n_chunks} chunks of {run.chunk_size}" + (f" ({run.skipped} done before --resume)" if run.skipped else "")
             print(f"  compile {compile_s:.2f} s ({'cold' if a.get('codegen_cold') else 'warm'}), "
                   f"solve {a['solve_seconds']:.2f} s, total {time.perf_counter() - t0:.2f} s{chunks if run.store or run.n_chunks > 1 else ''}")
@@ -110,10 +123,23 @@ def _cmd_run(args) -> int:
 
 def _status_line(counts: dict[str, int]) -> str:
     """``"998 ok, 2 max_steps"``, in the order of il2sim.results.STATUS_NAMES."""
+    from il2sim.simulate import format_status_counts
+
+    return format_status_counts(counts)
+
+
+def _failure_lines(counts: dict[str, int]) -> list[str]:
+    """One line per failure reason: how many subjects, what it means, where to look."""
+    from il2sim._solvers.status import Status
     from il2sim.results import STATUS_NAMES
 
-    order = {name: i for i, name in enumerate(STATUS_NAMES)}
-    return ", ".join(f"{c} {s}" for s, c in sorted(counts.items(), key=lambda kv: order.get(kv[0], 99)))
+    lines = []
+    for code, name in enumerate(STATUS_NAMES):
+        if code and counts.get(name):
+            lines.append(f"{name}: {counts[name]} subject(s). {Status(code).message}")
+    if lines:
+        lines.append("failed subjects are kept: see status, status_message and t_reached (when) in the results")
+    return lines
 
 
 def _cmd_validate(args) -> int:
@@ -159,7 +185,7 @@ def _cmd_report(args) -> int:
         if args.out:
             out = Path(args.out) if len(args.configs) == 1 else Path(args.out) / Path(config).stem
         t0 = time.perf_counter()
-        path = write_report(config, out, subjects=args.subjects, seed=args.seed)
+        path = write_report(config, out, subjects=args.subjects, seed=args.seed, overwrite=args.overwrite)
         print(f"il2sim report {config}: wrote {path} and figures ({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -235,15 +261,15 @@ def _cmd_sensitivity(args, overrides: dict) -> int:
     table, ds = sensitivity(args.config, subjects=args.subjects, seed=args.seed, overrides=overrides,
                             progress=False if args.quiet else None)
     out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem}_sobol.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not args.overwrite:
         raise Il2simError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
-    tmp = out.with_name(out.name + ".partial")
-    if out.suffix == ".nc":
-        ds.to_netcdf(tmp, engine="h5netcdf")
-    else:
-        table.to_csv(tmp, index=False)
-    tmp.replace(out)
+    from il2sim._files import replacing
+
+    with replacing(out) as tmp:
+        if out.suffix == ".nc":
+            ds.to_netcdf(tmp, engine="h5netcdf")
+        else:
+            table.to_csv(tmp, index=False)
     if not args.quiet:
         print(f"il2sim sweep {args.config}: Sobol indices, N = {ds.attrs['N']}, {ds.sizes['run']} runs, "
               f"{time.perf_counter() - t0:.1f} s ({ds.attrs['confidence']:.0%} bootstrap intervals)")
@@ -352,6 +378,11 @@ def _cmd_plot(args) -> int:
     path = Path(args.results)
     kind = args.kind
     out = Path(args.out) if args.out else path.with_name(f"{path.stem}_{kind.replace('-', '_')}.png")
+    from il2sim._files import refuse_existing
+
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    refuse_existing([out.with_suffix(".png"), out.with_suffix(".svg")], overwrite=args.overwrite)
     data = _open_results(path)
     try:
         if kind == "sobol":
@@ -507,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="report folder (default reports/<scenario>); with several configs, one subfolder each")
     rep.add_argument("--subjects", type=int, help="number of virtual subjects (default: the config's)")
     rep.add_argument("--seed", type=int, help="random seed (default: the config's)")
+    rep.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     rep.set_defaults(func=_cmd_report)
 
     plt_ = sub.add_parser("plot", help="draw a figure from results written by run or sweep (PNG and SVG)",
@@ -522,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     plt_.add_argument("--time-unit", choices=("h", "d", "wk"), default="d", help="time axis of trajectories (default d)")
     plt_.add_argument("--logx", action="store_true", help="logarithmic x axis (dose-response)")
     plt_.add_argument("--out", metavar="PATH", help="figure path; PATH.png and PATH.svg are written")
+    plt_.add_argument("--overwrite", action="store_true", help="replace existing figure files")
     plt_.set_defaults(func=_cmd_plot)
     swp = sub.add_parser("sweep", help="run a config over a design of doses, schedules or parameters ([sweep]), "
                                        "or compute Sobol indices ([sensitivity])", epilog=EPILOG_SWEEP,

@@ -198,6 +198,7 @@ def run_cohort(
         on a store made by a different run.
     """
     from il2sim._codegen import compile_model
+    from il2sim.simulate import format_status_counts
 
     t_start = time.perf_counter()
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, overrides=overrides)
@@ -229,8 +230,14 @@ def run_cohort(
 
     netcdf = out.suffix != ".zarr"  # .nc, or any other name: one netCDF file
     store_path = out.with_name(out.name + ".zarr") if netcdf else out
+    replace_out = overwrite
     if netcdf and out.exists() and not overwrite:
-        raise ConfigError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+        # --resume finishes a run that was started with --overwrite: its netCDF file may replace
+        # the old one (the store records the run's --overwrite; a kill left the old file in place)
+        started = (CohortStore(store_path).run_info() or {}).get("info", {}) if resume and store_path.exists() else {}
+        if not started.get("overwrite"):
+            raise ConfigError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+        replace_out = True
     task = ChunkTask(sc, str(store_path), n, cs, seed, variables, stride, threads)
 
     if netcdf and n <= cs and workers is None and scheduler is None and not store_path.exists():
@@ -243,7 +250,7 @@ def run_cohort(
         return CohortRun(out, None, n, cs, 1, 1, 0, status, time.perf_counter() - t_start, ds.sizes["time"])
 
     fields = run_fields(sc, subjects=n, seed=seed, chunk_size=cs, t_out=t_out, variables=variables, keep_every_h=keep)
-    info = {"config": sc.source, "overrides": {k: repr(x) for k, x in (overrides or {}).items()}}
+    info = {"config": sc.source, "overrides": {k: repr(x) for k, x in (overrides or {}).items()}, "overwrite": bool(overwrite)}
     compiled = compile_model(sc.model)  # fills the disk cache that chunks and workers load from
     if resume and store_path.exists():
         store = CohortStore.open_for_resume(store_path, fields)
@@ -285,6 +292,7 @@ def run_cohort(
         solve_seconds += float(m.get("solve_seconds", 0.0))
     store.finalise({
         "n_failed": int(sum(c for s, c in status.items() if s != "ok")),
+        "status_summary": format_status_counts(dict(status)),
         "subjects_total": n,
         "solve_seconds": round(solve_seconds, 3),
         "wall_seconds": round(time.perf_counter() - t_start, 3),
@@ -296,7 +304,7 @@ def run_cohort(
     run = CohortRun(store.path, store.path, n, cs, task.n_chunks, len(todo), len(done), dict(status),
                     time.perf_counter() - t_start, n_times)
     if netcdf:
-        if to_netcdf(store, out, max_bytes=netcdf_max_bytes, overwrite=overwrite):
+        if to_netcdf(store, out, max_bytes=netcdf_max_bytes, overwrite=replace_out):
             import shutil
 
             shutil.rmtree(store.path, ignore_errors=True)

@@ -93,10 +93,12 @@ def _figure(nrow: int = 1, ncol: int = 1, size: tuple[float, float] = (4.2, 3.0)
 def _finish(fig, path: str | Path | None):
     """Write ``path`` as PNG and SVG (when given) and return the figure."""
     if path is not None:
+        from il2sim._files import replacing
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path.with_suffix(".png"))
-        fig.savefig(path.with_suffix(".svg"))
+        for suffix in (".png", ".svg"):  # each atomically: a killed run leaves no half-written figure
+            with replacing(path.with_suffix(suffix)) as tmp:
+                fig.savefig(tmp, format=suffix[1:])
     return fig
 
 

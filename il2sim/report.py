@@ -135,10 +135,13 @@ def _save_png(fig, path: Path) -> Path:
 
 
 def write_report(config: str | Path, out: str | Path | None = None, *, subjects: int | None = None,
-                 seed: int | None = None) -> Path:
+                 seed: int | None = None, overwrite: bool = True) -> Path:
     """Simulate ``config`` and write the report folder; return the path of ``report.md``.
 
-    ``out`` defaults to ``reports/<scenario name>``; an existing folder is replaced.
+    ``out`` defaults to ``reports/<scenario name>``; an existing folder is replaced when
+    ``overwrite`` (the CLI asks for ``--overwrite``), else refused. The folder is built beside
+    ``out`` under a temporary name and renamed into place; replacing moves the old one to
+    ``.<name>.old`` first (a kill between the two renames leaves it there, complete).
     """
     from il2sim.scenario import load_scenario
     from il2sim.simulate import simulate, status_summary
@@ -147,6 +150,8 @@ def write_report(config: str | Path, out: str | Path | None = None, *, subjects:
     out = Path(out) if out is not None else Path("reports") / sc.name
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out}: exists; pass --overwrite to replace the report folder, or choose another --out")
     ds = simulate(sc, subjects=subjects, seed=seed)
     results = evaluate_targets(ds, sc.targets) if sc.targets else []
     t_pk, windows = _pk_grid(sc)

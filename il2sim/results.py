@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from il2sim.errors import ConfigError
 __all__ = ["STATUS_NAMES", "build_dataset", "write_netcdf"]
 
 # Kernel status code -> short name stored per subject (messages live in il2sim._solvers.status).
-STATUS_NAMES = ("ok", "max_steps", "step_too_small", "non_finite")
+STATUS_NAMES = ("ok", "max_steps", "step_too_small", "non_finite", "negative_state")
 STAT_DESCRIPTIONS = {
     "n_steps": "solver counter: steps attempted",
     "n_accepted": "solver counter: steps accepted",
@@ -43,8 +41,13 @@ def build_dataset(
     fstats: np.ndarray,
     variables: tuple[str, ...] | None,
     attrs: dict,
+    messages: np.ndarray | None = None,
 ) -> xr.Dataset:
-    """Assemble the result Dataset; every variable carries ``units`` and ``description``."""
+    """Assemble the result Dataset; every variable carries ``units`` and ``description``.
+
+    ``messages`` (one per subject, optional) replaces the generic message of each failed
+    subject's status, e.g. with the time and the state concerned.
+    """
     keep = set(variables) if variables else None
     data_vars = {}
     for i, s in enumerate(model.states):
@@ -57,16 +60,22 @@ def build_dataset(
     data_vars["status"] = (
         ("subject",),
         np.array([STATUS_NAMES[c] if 0 <= c < len(STATUS_NAMES) else f"code_{c}" for c in codes], dtype=object),
-        {"description": "solver outcome per subject: ok, max_steps, step_too_small or non_finite"},
+        {"description": "solver outcome per subject: ok, max_steps, step_too_small, non_finite or negative_state"},
     )
     from il2sim._solvers.status import Status
 
+    text = [
+        "" if c == 0 else (str(messages[i]) if messages is not None and messages[i] else Status(int(c)).message)
+        for i, c in enumerate(codes)
+    ]
     data_vars["status_message"] = (
         ("subject",),
-        np.array(["" if c == 0 else Status(int(c)).message for c in codes], dtype=object),
-        {"description": "why the solver stopped, for subjects whose status is not ok"},
+        np.array(text, dtype=object),
+        {"description": "why the solver stopped (when, and for negative_state which state), for subjects whose status is not ok"},
     )
-    data_vars["t_reached"] = (("subject",), fstats[:, 0], {"units": "h", "description": "time integration reached (failure time when status is not ok)"})
+    data_vars["t_reached"] = (("subject",), fstats[:, 0], {"units": "h", "description": (
+        "time integration reached; when status is not ok, the failure time (for negative_state, the first "
+        "solve time at which a state was below its lower bound; the trajectory is kept whole)")})
     for j, name in enumerate(STAT_FIELDS):
         data_vars[name] = (("subject",), stats[:, j], {"description": STAT_DESCRIPTIONS[name]})
     coords = {
@@ -90,22 +99,16 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, *, overwrite: bool = True) ->
 
     An interrupted write leaves either the old file or nothing, never a truncated file.
     """
+    from il2sim._files import refuse_existing, replacing
+
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise ConfigError(f"{path}: exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        out = ds.copy()
-        for name in list(out.variables):
-            if out[name].dtype == object:
-                out[name] = out[name].astype(str)
-        attrs = {k: (v if isinstance(v, (str, int, float, np.number, np.ndarray)) else str(v)) for k, v in out.attrs.items()}
-        out.attrs = attrs
+    refuse_existing([path], overwrite=overwrite, hint="pass --overwrite to replace it")
+    out = ds.copy()
+    for name in list(out.variables):
+        if out[name].dtype == object:
+            out[name] = out[name].astype(str)
+    attrs = {k: (v if isinstance(v, (str, int, float, np.number, np.ndarray)) else str(v)) for k, v in out.attrs.items()}
+    out.attrs = attrs
+    with replacing(path) as tmp:
         out.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -575,6 +575,11 @@ def _parameters(d: Any, source: str) -> tuple[dict[str, float], list[str]]:
     return out, problems
 
 
+#: Most points an output grid may have (10 years every 3 s): beyond that the grid alone would not
+#: fit in memory, and ``dt_h = 1e-9`` is a typo, not a design.
+MAX_OUTPUT_TIMES = 100_000_000
+
+
 def _output(d: Any, source: str) -> tuple[OutputGrid, list[str]]:
     if (msg := v.check_table(d, source, "output")) is not None:
         return OutputGrid(), [msg]
@@ -602,6 +607,13 @@ def _output(d: Any, source: str) -> tuple[OutputGrid, list[str]]:
         start = 0.0
     if start >= end_h:
         problems.append(f"{source}: output.start_h: expected < end ({end_h:g} h), got {start!r}")
+    elif (end_h - start) / dt + 1 > MAX_OUTPUT_TIMES:
+        # the grid is made by three fields: name each, whichever of them the user got wrong
+        end = (f"end_h = {d['end_h']!r}" if "end_h" in d else f"end_day = {d['end_day']!r}" if "end_day" in d
+               else "end_day = 84 (default)")
+        problems.append(f"{source}: output: dt_h = {dt!r} h from start_h = {start!r} to {end} ({end_h:g} h) gives "
+                        f"{(end_h - start) / dt + 1:.3g} time points; expected at most {MAX_OUTPUT_TIMES:.0e} (a larger "
+                        f"dt_h or an earlier end; keep_every_h thins what a cohort run stores)")
     variables = d.get("variables")
     if variables is not None and (not isinstance(variables, list) or not all(isinstance(x, str) for x in variables)):
         problems.append(f"{source}: output.variables: expected a list of state/output names, got {variables!r}")

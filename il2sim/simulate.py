@@ -20,7 +20,7 @@ from il2sim.errors import ConfigError, SolverError
 from il2sim.population import sample_cohort
 from il2sim.results import STAT_FIELDS, STATUS_NAMES, build_dataset
 from il2sim.scenario import Scenario, load_scenario
-from il2sim._solvers.status import EventKind
+from il2sim._solvers.status import EventKind, Status
 from il2sim.stop_rules import ProgressionRule, first_progression
 
 __all__ = ["simulate", "cohort_events"]
@@ -229,12 +229,31 @@ def simulate(
     xarray.Dataset with dims ``subject`` and ``time`` (h); one variable per state and output
     with ``units``; per-subject parameters and covariates as coordinates; ``status`` per subject;
     provenance in ``attrs``.
+
+    Failed subjects
+    ---------------
+    A subject whose solve fails is kept and marked, the others are unaffected (bit for bit the
+    same as in a run without it): ``status`` says why (``max_steps``, ``step_too_small``,
+    ``non_finite``, or ``negative_state`` when a state fell below its lower bound — 0 unless
+    the model file declares ``lower`` — by more than ``10 * (atol + rtol * max |y| so far)``),
+    ``t_reached`` when, and ``status_message`` both in words (for ``negative_state`` also the
+    state and its value). After a kernel failure the trajectory is NaN; after ``negative_state``
+    it is kept for inspection. ``attrs["n_failed"]`` and ``attrs["status_summary"]`` (e.g.
+    ``"998 ok, 2 non_finite"``) count them.
+
+    Doses after the end
+    -------------------
+    A dose after the last output time is not given (it cannot change the output); a regimen
+    that starts after the end leaves every subject drug-free.
     """
     from il2sim._codegen import compile_model
     from il2sim._solvers.status import METHODS
 
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     solver = sc.solver
+    if rtol is not None or atol is not None:  # as the config validator would check them, before use
+        _check_tolerances(solver.rtol if rtol is None else rtol, solver.atol if atol is None else atol,
+                          sc.model.state_names)
     if method is not None or rtol is not None or atol is not None:
         solver = replace(
             solver,
@@ -261,16 +280,33 @@ def simulate(
     if n < 1:
         raise ConfigError(f"{sc.source}: population.subjects: expected an integer >= 1, got {n}")
     pop = replace(sc.population, subjects=n)
-    t_out = sc.output.times() if t_out is None else np.asarray(t_out, dtype=float)
-    if t_out.ndim != 1 or t_out.size == 0 or np.any(np.diff(t_out) < 0) or t_out[0] < 0:
-        raise ConfigError(f"{sc.source}: output: expected a non-empty, non-decreasing time grid >= 0 h")
+    grid_field = f"{sc.source}: output" if t_out is None else "simulate: t_out"
+    if t_out is None:
+        # before the grid exists: output.dt_h = 1e-9 would otherwise allocate terabytes first
+        g = sc.output
+        _check_memory(n, int((g.end_h - g.start_h) / g.dt_h) + 1, len(model.state_names), len(model.output_names),
+                      min(n, max(1, int(chunk_size))), sc.source)
+        t_out = g.times()
+    else:
+        try:
+            t_out = np.asarray(t_out, dtype=float)
+        except (TypeError, ValueError):
+            raise ConfigError(f"simulate: t_out: expected an array of times in h, got {type(t_out).__name__}") from None
+    if t_out.ndim != 1 or t_out.size == 0 or not np.isfinite(t_out).all() or np.any(np.diff(t_out) < 0) or t_out[0] < 0:
+        raise ConfigError(f"{grid_field}: expected a non-empty, non-decreasing grid of finite times >= 0 h")
     variables = tuple(variables) if variables else sc.output.variables
+    # before compiling or drawing a single subject: the solve grid adds visits and sampling times, a few % at most
+    _check_memory(n, t_out.size, len(model.state_names), len(model.output_names),
+                  min(n, max(1, int(chunk_size))), sc.source)
 
     from il2sim._cuda import resolve_backend
 
     backend_used, backend_note = resolve_backend(backend or solver.backend, f"{sc.source}: solver.backend")
     t_start = _time.perf_counter()
     compiled = compile_model(model)
+    from il2sim._numba_cache import drop_broken_numba_cache
+
+    drop_broken_numba_cache(compiled.path)  # numba's own cache beside the module: rebuilt if damaged
     gpu = None
     if backend_used == "cuda":
         from il2sim._cuda import compile_cuda
@@ -279,10 +315,6 @@ def simulate(
         gpu = compile_cuda(model)
     t_compiled = _time.perf_counter()
     mod = compiled.module
-
-    # before drawing a single subject: the solve grid adds visits and sampling times, a few % at most
-    _check_memory(n, t_out.size, t_out.size, len(model.state_names), len(model.output_names),
-                  min(n, max(1, int(chunk_size))), sc.source)
     cohort = sample_cohort(pop, model.parameter_names, model.default_parameters(), seed, subjects=subject_ids)
     P = cohort.parameters
     if parameters is not None:
@@ -321,6 +353,9 @@ def simulate(
     O = np.empty((n, nt, no))
     Y_obs, O_obs = np.empty((n, obs_times.size, ns)), np.empty((n, obs_times.size, no))
     status = np.zeros(n, dtype=np.int64)
+    messages = np.full(n, "", dtype=object)  # failed subjects: when, and which state
+    lower = np.array([s.lower for s in model.states], dtype=float)
+    units = [s.unit for s in model.states]
     stats = np.zeros((n, len(STAT_FIELDS)), dtype=np.int64)
     fstats = np.zeros((n, 2))
     t_stop = np.full(n, np.nan)
@@ -388,10 +423,25 @@ def simulate(
                         mod.eval_outputs(t_solve[a:b], np.ascontiguousarray(Ys[:, a:b]),
                                          np.ascontiguousarray(P_occ[rows, k]), Ok)
                         Os[:, a:b] = Ok
+            # Amounts and cell counts must not go negative (the kernels do not know bounds):
+            # mark such a subject with the state and the time, keep its trajectory for inspection.
+            bad, k_t, k_s = _below_lower_bound(t_solve, Ys, lower, solver.rtol, atol_vec)
+            ok = st[bad] == 0
+            bad, k_t, k_s = bad[ok], k_t[ok], k_s[ok]
+            st[bad] = Status.NEGATIVE_STATE
+            ft[bad, 0] = t_solve[k_t]
+            msg = np.full(rows.size, "", dtype=object)
+            for r, kt, ks in zip(bad, k_t, k_s):
+                name = model.state_names[ks]
+                msg[r] = (f"state {name!r} = {Ys[r, kt, ks]:.6g} {units[ks]} at t = {t_solve[kt]:.6g} h, below its lower "
+                          f"bound {lower[ks]:g} by more than the tolerance. {Status.NEGATIVE_STATE.message}")
+            for r in np.flatnonzero((st != 0) & (st != Status.NEGATIVE_STATE)):
+                msg[r] = f"stopped at t = {ft[r, 0]:.6g} h: {Status(int(st[r])).message}"
             Y[lo + rows] = Ys[:, i_out]
             O[lo + rows] = Os[:, i_out]
             Y_obs[lo + rows], O_obs[lo + rows] = Ys[:, i_obs], Os[:, i_obs]
             status[lo + rows], stats[lo + rows], fstats[lo + rows] = st, ct, ft
+            messages[lo + rows] = msg
             return Ys, Os
 
         rows = np.arange(hi - lo)
@@ -411,13 +461,11 @@ def simulate(
     t_solved = _time.perf_counter()
 
     failed = np.flatnonzero(status != 0)
+    summary = _summary_of_codes(status)
     if throw and failed.size:
-        from il2sim._solvers.status import Status
-
         i = int(failed[0])
         raise SolverError(
-            f"{failed.size} of {n} subject(s) failed; first: subject {int(cohort.subject[i])} at t = {fstats[i, 0]:.6g} h: "
-            f"{Status(int(status[i])).message}"
+            f"{failed.size} of {n} subject(s) failed ({summary}); first: subject {int(cohort.subject[i])}, {messages[i]}"
         )
     attrs: dict[str, Any] = {
         "il2sim_version": il2sim.__version__,
@@ -434,13 +482,14 @@ def simulate(
         "compile_seconds": round(t_compiled - t_start, 3),
         "solve_seconds": round(t_solved - t_compiled, 3),
         "n_failed": int(failed.size),
+        "status_summary": summary,
     }
     if backend_note:
         attrs["backend_note"] = backend_note
     ds = build_dataset(
         model=model, t_out=t_out, Y=Y, O=O, P=P, covariates=cohort.covariates,
         covariate_units=cohort.covariate_units, subject=cohort.subject, status=status,
-        stats=stats, fstats=fstats, variables=variables, attrs=attrs,
+        stats=stats, fstats=fstats, variables=variables, attrs=attrs, messages=messages,
     )
     for j, name in enumerate(iov):
         prm = model.parameters[names.index(name)]
@@ -464,6 +513,51 @@ def simulate(
         criteria = replace(sc.response or ResponseCriteria(), pd_rise_fraction=rule.rise_fraction, pd_rise_abs=rule.rise_abs)
         add_response(ds, m_base, m_visits, visits / 24.0, criteria, variable=rule.output)
     return ds
+
+
+def _check_tolerances(rtol, atol, state_names) -> None:
+    """Validate ``rtol``/``atol`` given to :func:`simulate` as the config validator would."""
+    from il2sim.scenario import _solver
+
+    def plain(x):  # numpy scalars count as the numbers they hold
+        return x.item() if isinstance(x, np.generic) else x
+
+    atol = {k: plain(x) for k, x in atol.items()} if isinstance(atol, dict) else plain(atol)
+    _, problems = _solver({"rtol": plain(rtol), "atol": atol}, "simulate (rtol/atol arguments)")
+    if isinstance(atol, dict):
+        problems += [f"simulate (rtol/atol arguments): solver.atol.{k}: unknown state '{k}'; states: {', '.join(state_names)}"
+                     for k in atol if k != "default" and k not in state_names]
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _below_lower_bound(t: np.ndarray, Ys: np.ndarray, lower: np.ndarray, rtol: float, atol: np.ndarray):
+    """Subjects whose trajectory goes below a state's lower bound by more than the tolerance.
+
+    ``Ys`` is (subjects, times, states). State ``j`` counts as below its bound at time ``t_k``
+    where ``y < lower - 10 * (atol_j + rtol * max_{t <= t_k} |y|)``: the error control keeps a
+    correct solution within about ``atol + rtol * |y|`` of the truth, so a dip of a few
+    tolerances below zero while a state decays to it (from its largest value so far) is the
+    method's error, not a negative amount. The running maximum, not the maximum over the whole
+    run, so that a state that goes negative and then explodes is caught where it crosses.
+    NaN values (after a kernel failure) never count. Returns ``(rows, time index, state
+    index)`` of the first violation of each offending subject (earliest time, then lowest
+    state index).
+    """
+    n, nt = Ys.shape[:2]
+    first_t = np.full(n, nt, dtype=np.int64)
+    first_s = np.zeros(n, dtype=np.int64)
+    for j in np.flatnonzero(np.isfinite(lower)):  # one state at a time: temporaries stay (subjects, times)
+        y = Ys[:, :, j]
+        with np.errstate(invalid="ignore", over="ignore"):  # atol = 1e307 gives an infinite slack: never below
+            running = np.maximum.accumulate(np.where(np.isfinite(y), np.abs(y), 0.0), axis=1)
+            below = y < lower[j] - 10.0 * (atol[j] + rtol * running)  # NaN compares False
+        hit = below.any(axis=1)
+        k = np.where(hit, np.argmax(below, axis=1), nt)
+        earlier = k < first_t  # strictly: at equal times the lower state index (seen first) wins
+        first_t[earlier], first_s[earlier] = k[earlier], j
+    rows = np.flatnonzero(first_t < nt)
+    return rows, first_t[rows], first_s[rows]
 
 
 def _n_cycles(regimen, t_end: float) -> int:
@@ -490,13 +584,14 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def _check_memory(n: int, nt: int, nt_solve: int, ns: int, no: int, chunk: int, source: str) -> None:
+def _check_memory(n: int, nt: int, ns: int, no: int, chunk: int, source: str) -> None:
     """Refuse up front a cohort whose in-memory result would not fit, saying how to stream it.
 
     Estimate: the result arrays (states and outputs on the output grid) twice (the arrays and the
-    Dataset built from them) plus one chunk's solve arrays twice (solve grid, states and outputs).
+    Dataset built from them) plus one chunk's solve arrays twice (solve grid, states and outputs;
+    the solve grid is the output grid plus a few visit and sampling times).
     """
-    need = 8 * (2 * n * nt * (ns + no) + 2 * chunk * nt_solve * (ns + no))
+    need = 8 * (2 * n * nt * (ns + no) + 2 * chunk * nt * (ns + no) + nt)
     have = available_memory_bytes()
     if have is not None and need > 0.8 * have:
         gib = 1024.0**3
@@ -509,10 +604,19 @@ def _check_memory(n: int, nt: int, nt_solve: int, ns: int, no: int, chunk: int, 
         )
 
 
+def format_status_counts(counts: dict[str, int]) -> str:
+    """``"998 ok, 2 non_finite"``: subjects per status, in the order of ``STATUS_NAMES``."""
+    order = {name: i for i, name in enumerate(STATUS_NAMES)}
+    return ", ".join(f"{c} {s}" for s, c in sorted(counts.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])) if c)
+
+
+def _summary_of_codes(codes: np.ndarray) -> str:
+    values, counts = np.unique(np.asarray(codes, dtype=np.int64), return_counts=True)
+    return format_status_counts({STATUS_NAMES[v] if 0 <= v < len(STATUS_NAMES) else f"code_{v}": int(c)
+                                 for v, c in zip(values, counts)})
+
+
 def status_summary(ds: xr.Dataset) -> str:
     """One line: how many subjects finished and why the others stopped."""
     values, counts = np.unique(ds["status"].values.astype(str), return_counts=True)
-    parts = [f"{c} {v}" for v, c in zip(values, counts)]
-    order = {name: i for i, name in enumerate(STATUS_NAMES)}
-    parts.sort(key=lambda s: order.get(s.split(" ", 1)[1], 99))
-    return ", ".join(parts)
+    return format_status_counts({v: int(c) for v, c in zip(values, counts)})

@@ -49,7 +49,7 @@ __all__ = ["CohortStore", "exists_message", "fingerprint", "run_fields", "PER_CH
 STORE_FORMAT = 1
 RUN_DIR = ".il2sim"
 #: attrs of a chunk's Dataset that describe that chunk only; the store's attrs describe the run
-PER_CHUNK_ATTRS = ("compile_seconds", "solve_seconds", "codegen_cold", "n_failed", "created")
+PER_CHUNK_ATTRS = ("compile_seconds", "solve_seconds", "codegen_cold", "n_failed", "status_summary", "created")
 
 
 def exists_message(path: Path) -> str:

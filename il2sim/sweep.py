@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import shutil
 import time as _time
 import tomllib
@@ -466,9 +467,16 @@ def sweep(
     root = zarr.open_group(partial, mode="a", zarr_format=2)
     root.attrs.update(attrs)
     zarr.consolidate_metadata(partial)
+    # The old store (overwrite) is moved aside before the new one takes its name, and deleted
+    # only after: a kill in between leaves the complete old store as .NAME.old, never a
+    # half-deleted store under the output's name.
+    old = out.with_name(f".{out.name}.old")
     if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(partial, out)
+    shutil.rmtree(old, ignore_errors=True)
     return xr.open_zarr(out, consolidated=True)
 
 

@@ -89,3 +89,23 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "il2sim run configs/mm_low_dose_1995.toml --subjects 1000" in capsys.readouterr().out
+
+
+def test_set_values_that_are_not_literals_stay_text():
+    # --set goes through ast.literal_eval; nothing it can raise (or warn) may escape as a
+    # traceback: the text is kept and the config validator names the field and the type.
+    import warnings
+
+    from il2sim.cli import _parse_set
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _parse_set(["a={[1]: 2}", "b=" + "[" * 100_000, r'c="\d"', "d=1e-8", "e=true", "f=" + "9" * 5000])
+    assert [str(w.message) for w in caught] == []
+    assert got == {"a": "{[1]: 2}", "b": "[" * 100_000, "c": "\\d", "d": 1e-8, "e": True, "f": "9" * 5000}
+
+
+def test_set_with_a_non_literal_is_a_clear_error(capsys):
+    assert main(["validate", str(CONFIG), "--set", "solver.rtol={[1]: 2}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "solver.rtol: expected a number" in err

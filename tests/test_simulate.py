@@ -151,7 +151,7 @@ def test_failing_subject_is_marked_and_others_kept(scenario):
     assert "solver.max_steps" in str(bad.status_message.values[0])
     assert str(ok.status_message.values[0]) == ""
     assert (bad.t_reached.values < bad.time.values[-1]).all()
-    with pytest.raises(SolverError, match=r"2 of 2 subject\(s\) failed; first: subject 0 at t = .* h: .*max_steps"):
+    with pytest.raises(SolverError, match=r"2 of 2 subject\(s\) failed \(2 max_steps\); first: subject 0, stopped at t = \S+ h: .*max_steps"):
         il2sim.simulate(sc, subjects=2, throw=True)
 
 

@@ -413,8 +413,11 @@ def test_step_size_respects_hmax(model, method):
 def test_status_constants_match_kernel_module(model):
     m = model("two_cpt")
     for member in st.Status:
-        assert getattr(m, member.name) == member.value
         assert member.message
+        if member in st.POST_SOLVE:  # set by il2sim.simulate, unknown to the kernels
+            assert not hasattr(m, member.name)
+            continue
+        assert getattr(m, member.name) == member.value
     assert m.METHOD_RODAS == st.METHOD_RODAS == st.METHODS["rodas5p"]
     assert m.METHOD_TSIT5 == st.METHOD_TSIT5 == st.METHODS["tsit5"]
     assert (m.EV_BOLUS, m.EV_RATE, m.EV_RESET, m.EV_PARAM) == tuple(st.EventKind)

@@ -17,6 +17,7 @@ __all__ = [
     "METHOD_TSIT5",
     "STATS_FIELDS",
     "FSTATS_FIELDS",
+    "POST_SOLVE",
 ]
 
 METHOD_RODAS = 0
@@ -38,6 +39,10 @@ class Status(IntEnum):
     MAX_STEPS = 1
     STEP_TOO_SMALL = 2
     NON_FINITE = 3
+    #: Set in Python after the solve (il2sim.simulate), never by a kernel: a state fell below
+    #: its lower bound (``lower`` in the model file, 0 unless declared) by more than the
+    #: solver's tolerance.
+    NEGATIVE_STATE = 4
 
     @property
     def message(self) -> str:
@@ -63,7 +68,16 @@ _MESSAGES = {
         "The state or its derivative became NaN or infinite and smaller steps did not help. "
         "Check the model for division by zero, log of a non-positive value or overflow."
     ),
+    Status.NEGATIVE_STATE: (
+        "A state fell below its lower bound (0 unless the model file declares 'lower') by more "
+        "than the solver tolerance: an amount or cell count went negative. Check the parameters "
+        "(a negative rate, bioavailability or dose) or tighten solver.rtol/atol; a state that may "
+        "be negative declares lower = -inf in its model file."
+    ),
 }
+
+#: Statuses assigned in Python after the kernel returned (the kernels never produce them).
+POST_SOLVE = frozenset({Status.NEGATIVE_STATE})
 
 
 class EventKind(IntEnum):
