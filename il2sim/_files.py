@@ -15,7 +15,7 @@ from pathlib import Path
 
 from il2sim.errors import ConfigError
 
-__all__ = ["refuse_existing", "replacing"]
+__all__ = ["refuse_existing", "replacing", "write_text"]
 
 
 def refuse_existing(paths, *, overwrite: bool, hint: str = "pass --overwrite to replace it, or choose another --out") -> None:
@@ -52,3 +52,9 @@ def replacing(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`replacing`."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -298,8 +298,10 @@ def _cmd_sbml(args) -> int:
     from il2sim import sbml
 
     out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not args.overwrite:
-        raise Il2simError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+    from il2sim._files import refuse_existing, write_text
+
+    if out is not None:
+        refuse_existing([out], overwrite=args.overwrite)
     if args.action == "export":
         model = _model_or_config(args.source)
         text = sbml.to_sbml(model)
@@ -310,7 +312,7 @@ def _cmd_sbml(args) -> int:
     if out is None:
         sys.stdout.write(text)
     else:
-        sbml._write_atomic(out, text)
+        write_text(out, text)
         print(f"il2sim sbml {args.action}: wrote {out} ({what})")
     return 0
 

@@ -74,6 +74,7 @@ from typing import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
 from ._expr import BinOp, Call, Compare, Name, Neg, Num, evaluate, parse_expr_checked
+from ._files import write_text
 from .errors import ExpressionError, Il2simError, ModelSpecError
 from .model import NONMEM_WORDS, RESERVED_NAMES, Model
 
@@ -688,20 +689,8 @@ def write_sbml(model: Model, path: str | os.PathLike, *, doses=None) -> Path:
     """Write :func:`to_sbml` of ``model`` to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)
     text = to_sbml(model, doses=doses)
-    _write_atomic(path, text)
+    write_text(path, text)
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
