@@ -136,15 +136,28 @@ def compile_model(model: Model, *, cache_dir: str | os.PathLike | None = None) -
     """
     start = time.perf_counter()
     key = cache_key(model)
+    module, path, cold = generated_module(model, key, "il2sim_model", cache_dir)
+    return CompiledModel(model, module, key, path, cold, time.perf_counter() - start)
+
+
+def generated_module(model: Model, key: str, stem: str, cache_dir: str | os.PathLike | None,
+                     header: str = build.HEADER_CPU, trailer: str = "") -> tuple[ModuleType, Path, bool]:
+    """Import ``models/<stem>_<key[:20]>.py`` from the cache, writing it first if it is missing,
+    damaged or from another key (then ``cold`` is True). The first line holds the full key and
+    the SHA-256 of the rest, which :func:`_cached_file_ok` checks. numba's own cache beside a
+    warm module is checked too (once per process) and dropped if damaged, so it is rebuilt."""
+    from ._numba_cache import drop_broken_numba_cache
+
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = root / "models" / f"il2sim_model_{key[:20]}.py"
+    path = root / "models" / f"{stem}_{key[:20]}.py"
     cold = not _cached_file_ok(path, key)
     if cold:
         body = generate_source(model)
-        digest = hashlib.sha256(build.module_source(body).encode()).hexdigest()
-        build.write_module(path, f"{_KEY_PREFIX}{key} sha256={digest}\n" + body)
-    module = build.import_module(path)
-    return CompiledModel(model, module, key, path, cold, time.perf_counter() - start)
+        digest = hashlib.sha256(build.module_source(body, header, trailer).encode()).hexdigest()
+        build.write_module(path, f"{_KEY_PREFIX}{key} sha256={digest}\n" + body, header=header, trailer=trailer)
+    else:
+        drop_broken_numba_cache(path)
+    return build.import_module(path), path, cold
 
 
 def _cached_file_ok(path: Path, key: str) -> bool:

@@ -82,21 +82,13 @@ def compile_cuda(model, *, cache_dir: str | os.PathLike | None = None) -> CudaMo
     The kernels themselves are compiled by numba-cuda on first launch (and cached by it on
     disk next to the module).
     """
-    from il2sim._codegen import _KEY_PREFIX, _cached_file_ok, default_cache_dir, generate_source
+    from il2sim._codegen import generated_module
 
     start = time.perf_counter()
     import_cuda()
     key = cuda_cache_key(model)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = root / "models" / f"il2sim_cuda_{key[:20]}.py"
-    cold = not _cached_file_ok(path, key)
-    if cold:
-        body = generate_source(model)
-        trailer = build.cuda_trailer_source()
-        digest = hashlib.sha256(build.module_source(body, build.HEADER_CUDA, trailer).encode()).hexdigest()
-        build.write_module(path, f"{_KEY_PREFIX}{key} sha256={digest}\n" + body,
-                           header=build.HEADER_CUDA, trailer=trailer)
-    module = build.import_module(path)
+    module, path, cold = generated_module(model, key, "il2sim_cuda", cache_dir, header=build.HEADER_CUDA,
+                                          trailer=build.cuda_trailer_source())
     return CudaModel(model, module, key, path, cold, time.perf_counter() - start)
 
 

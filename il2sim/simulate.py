@@ -280,33 +280,28 @@ def simulate(
     if n < 1:
         raise ConfigError(f"{sc.source}: population.subjects: expected an integer >= 1, got {n}")
     pop = replace(sc.population, subjects=n)
-    grid_field = f"{sc.source}: output" if t_out is None else "simulate: t_out"
     if t_out is None:
-        # before the grid exists: output.dt_h = 1e-9 would otherwise allocate terabytes first
         g = sc.output
-        _check_memory(n, int((g.end_h - g.start_h) / g.dt_h) + 1, len(model.state_names), len(model.output_names),
-                      min(n, max(1, int(chunk_size))), sc.source)
-        t_out = g.times()
+        nt = int((g.end_h - g.start_h) / g.dt_h) + 1  # before the grid exists: dt_h = 1e-9 would allocate terabytes
     else:
         try:
             t_out = np.asarray(t_out, dtype=float)
         except (TypeError, ValueError):
             raise ConfigError(f"simulate: t_out: expected an array of times in h, got {type(t_out).__name__}") from None
-    if t_out.ndim != 1 or t_out.size == 0 or not np.isfinite(t_out).all() or np.any(np.diff(t_out) < 0) or t_out[0] < 0:
-        raise ConfigError(f"{grid_field}: expected a non-empty, non-decreasing grid of finite times >= 0 h")
-    variables = tuple(variables) if variables else sc.output.variables
+        _check_grid(t_out, "simulate: t_out")
+        nt = t_out.size
     # before compiling or drawing a single subject: the solve grid adds visits and sampling times, a few % at most
-    _check_memory(n, t_out.size, len(model.state_names), len(model.output_names),
-                  min(n, max(1, int(chunk_size))), sc.source)
+    _check_memory(n, nt, len(model.state_names), len(model.output_names), min(n, max(1, int(chunk_size))), sc.source)
+    if t_out is None:
+        t_out = g.times()
+        _check_grid(t_out, f"{sc.source}: output")
+    variables = tuple(variables) if variables else sc.output.variables
 
     from il2sim._cuda import resolve_backend
 
     backend_used, backend_note = resolve_backend(backend or solver.backend, f"{sc.source}: solver.backend")
     t_start = _time.perf_counter()
     compiled = compile_model(model)
-    from il2sim._numba_cache import drop_broken_numba_cache
-
-    drop_broken_numba_cache(compiled.path)  # numba's own cache beside the module: rebuilt if damaged
     gpu = None
     if backend_used == "cuda":
         from il2sim._cuda import compile_cuda
@@ -513,6 +508,11 @@ def simulate(
         criteria = replace(sc.response or ResponseCriteria(), pd_rise_fraction=rule.rise_fraction, pd_rise_abs=rule.rise_abs)
         add_response(ds, m_base, m_visits, visits / 24.0, criteria, variable=rule.output)
     return ds
+
+
+def _check_grid(t_out: np.ndarray, field: str) -> None:
+    if t_out.ndim != 1 or t_out.size == 0 or not np.isfinite(t_out).all() or np.any(np.diff(t_out) < 0) or t_out[0] < 0:
+        raise ConfigError(f"{field}: expected a non-empty, non-decreasing grid of finite times >= 0 h")
 
 
 def _check_tolerances(rtol, atol, state_names) -> None:
