@@ -735,6 +735,16 @@ class _Infix:
         text = repr(float(value))
         return (text, 3) if value < 0 or text.startswith("-") else (text, _ATOM)
 
+    def nary(self, kids, env, op: str, prec: int, empty: str) -> tuple[str, int]:
+        """An n-ary sum or product (left-associative, precedence ``prec``); ``empty`` for none."""
+        if not kids:
+            return empty, _ATOM
+        parts = [self.emit(k, env) for k in kids]
+        text = self.wrap(parts[0], prec)
+        for p in parts[1:]:
+            text += op + self.wrap(p, prec + 1)
+        return text, prec if len(parts) > 1 else parts[0][1]
+
     def emit(self, node, env: Mapping[str, tuple[str, int]]) -> tuple[str, int]:
         L = self.L
         t = node.getType()
@@ -766,21 +776,9 @@ class _Infix:
                 raise _Unsupported(f"the symbol {name!r} is not defined in the model")
             return self.names[name], _ATOM
         if t == L.AST_PLUS:
-            if not kids:
-                return "0", _ATOM
-            parts = [self.emit(k, env) for k in kids]
-            text = self.wrap(parts[0], 1)
-            for p in parts[1:]:
-                text += " + " + self.wrap(p, 2)
-            return text, 1 if len(parts) > 1 else parts[0][1]
+            return self.nary(kids, env, " + ", 1, "0")
         if t == L.AST_TIMES:
-            if not kids:
-                return "1", _ATOM
-            parts = [self.emit(k, env) for k in kids]
-            text = self.wrap(parts[0], 2)
-            for p in parts[1:]:
-                text += " * " + self.wrap(p, 3)
-            return text, 2 if len(parts) > 1 else parts[0][1]
+            return self.nary(kids, env, " * ", 2, "1")
         if t == L.AST_MINUS:
             if len(kids) == 1:
                 return "-" + self.wrap(self.emit(kids[0], env), 3), 3
