@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import sympy
@@ -237,6 +238,36 @@ def test_kernel_functions_with_derived_parameters_match_the_public_ones(compiled
     rng = np.random.default_rng(6)
     for _ in range(5):  # other parameter values: derive is a function of p, nothing cached
         check_kernel_functions(m, random_points(model, 2, seed=7), p * rng.uniform(0.5, 2.0, p.size))
+
+
+def test_run_time_exponents_go_through_powp(compiled):
+    """A Hill coefficient is a parameter: the kernel functions raise to it with ``_powp``
+    (products for n = 1..4, pow otherwise), the public functions with ``**``; both agree."""
+    m, model = compiled.module, compiled.model
+    src = compiled.path.read_text()
+    rhs_k = src.split("def rhs_k(")[1].split("def jac_k")[0]
+    assert "_powp(" in rhs_k and "**p[9]" not in rhs_k
+    assert "**p[9]" in src.split("def rhs(")[1].split("def jac(")[0]
+    x = np.array([0.0, -0.0, 1e-300, 3e-8, 0.37, 1.0, 2.5, 7.3e5, 1e300, -1.7, np.inf, np.nan])
+    for n in (1.0, 2.0):  # one rounding or none: exactly pow's correctly rounded result
+        got = np.array([m._powp(v, n) for v in x])
+        np.testing.assert_array_equal(got, x**n)
+    for n in (3.0, 4.0):  # two roundings: within 2 ulp of pow
+        got = np.array([m._powp(v, n) for v in x[3:8]])
+        ref = x[3:8] ** n
+        assert np.all(np.abs(got - ref) <= 2 * np.spacing(np.abs(ref)))
+        assert m._powp(1e300, n) == math.inf and m._powp(0.0, n) == 0.0
+    pow_ = numba.njit(lambda a, b: a**b)
+    for n in (0.5, 2.5, -1.0, 1.0000000001):  # anything else is pow itself
+        got = np.array([m._powp(v, n) for v in x])
+        np.testing.assert_array_equal(got, [pow_(v, n) for v in x])
+    assert math.isnan(m._powp(-1.7, 2.5)) and m._powp(-2.0, 3.0) == -8.0
+    p = model.default_parameters()
+    i_n = model.parameter_names.index("n")
+    for n in (1.0, 2.0, 3.0, 4.0, 2.5):
+        q = p.copy()
+        q[i_n] = n
+        check_kernel_functions(m, random_points(model, 4, seed=int(n * 10)), q)
 
 
 def test_shipped_library_jacobian(tmp_path):
