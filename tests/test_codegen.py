@@ -251,7 +251,8 @@ def test_run_time_exponents_go_through_powp(compiled):
     x = np.array([0.0, -0.0, 1e-300, 3e-8, 0.37, 1.0, 2.5, 7.3e5, 1e300, -1.7, np.inf, np.nan])
     for n in (1.0, 2.0):  # one rounding or none: exactly pow's correctly rounded result
         got = np.array([m._powp(v, n) for v in x])
-        np.testing.assert_array_equal(got, x**n)
+        with np.errstate(over="ignore"):  # 1e300**2 is inf on both sides
+            np.testing.assert_array_equal(got, x**n)
     for n in (3.0, 4.0):  # two roundings: within 2 ulp of pow
         got = np.array([m._powp(v, n) for v in x[3:8]])
         ref = x[3:8] ** n

@@ -109,13 +109,15 @@ def test_two_compartment_iv_bolus(model, method, rtol):
 @pytest.mark.parametrize("rtol", TOLS)
 def test_two_compartment_infusion(model, method, rtol):
     k = (0.3, 0.9, 0.2)
-    # two overlapping infusions: 50/h over [1, 3) and 20/h over [2.5, 10.25)
-    infusions = [(1.0, 3.0, 50.0), (2.5, 10.25, 20.0)]
+    # two overlapping infusions: 50/h over [1, 3) and 20/h over [2.5, 10.25); a third over
+    # [14, 15.5) after every input was off again (the kernel skips adding rates while none
+    # is on, so switching back on must be seen)
+    infusions = [(1.0, 3.0, 50.0), (2.5, 10.25, 20.0), (14.0, 15.5, 30.0)]
     recs = []
     for ts, te, r in infusions:
         recs += [(ts, RATE, 0, r), (te, RATE, 0, -r)]
     ev = H.events(*recs)
-    t_out = np.unique(np.r_[np.linspace(0.0, 36.0, 97), 2.0, 2.5, 10.25])
+    t_out = np.unique(np.r_[np.linspace(0.0, 36.0, 97), 2.0, 2.5, 10.25, 14.2, 15.5])
     atol = rtol * 100.0
     sol = H.solve(model("two_cpt"), method, t_out, k, ev=ev, rtol=rtol, atol=atol)
     assert sol.status == st.Status.OK

@@ -62,7 +62,7 @@ def cuda_solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_ki
         return
     y = cuda.local.array(N_STATES, _F64)
     ynew = cuda.local.array(N_STATES, _F64)
-    rate = cuda.local.array(N_STATES, _F64)
+    rate = cuda.local.array(N_STATES + 1, _F64)  # rates, and whether any is on
     K = cuda.local.array(_CU_K_SHAPE, _F64)
     u = cuda.local.array(N_STATES, _F64)
     fu = cuda.local.array(N_STATES, _F64)

@@ -79,17 +79,12 @@ HAS_DERIVED = False
 # ``@kernel`` functions compile without numba's runtime, which enforces "no allocation";
 # only entry points that allocate their work arrays are ``@kernel_alloc``.
 from il2sim._solvers.tableaus import (
-    RODAS5P_A,
     RODAS5P_C,
-    RODAS5P_CM,
     RODAS5P_D,
     RODAS5P_ERR_ORDER,
     RODAS5P_GAMMA,
     RODAS5P_H,
     RODAS5P_STAGES,
-    RODAS5P_U_FROM_PREV,
-    TSIT5_A,
-    TSIT5_B_ERR,
     TSIT5_C,
     TSIT5_DENSE,
     TSIT5_ERR_ORDER,
@@ -282,10 +277,13 @@ def _w_solve(mode, W, Wv, piv, b):
 @kernel
 def _f(t, y, p, rate, out, stats):
     """``out = rhs(t, y, p) + rate``; counts one rhs evaluation. ``p`` is the subject's
-    extended parameter vector (``derive`` has filled its last ``N_DERIVED`` entries)."""
+    extended parameter vector (``derive`` has filled its last ``N_DERIVED`` entries).
+    ``rate`` has N_STATES + 1 entries: the last is 1.0 while any input rate is non-zero
+    (``_apply_events`` keeps it), so the usual case skips the addition (10% of a step)."""
     rhs_k(t, y, p, out)
-    for i in range(N_STATES):
-        out[i] += rate[i]
+    if rate[N_STATES] != 0.0:  # some zero-order input is on (most of the time none is)
+        for i in range(N_STATES):
+            out[i] += rate[i]
     stats[_S_RHS] += 1
 
 
@@ -403,38 +401,16 @@ def _rodas_step(t, h, y, p, rate, f0, J, Jv, dT, W, Wv, piv, K, u, fu, ynew, err
         return 1
     inv_h = 1.0 / h
     for s in range(RODAS5P_STAGES):
-        # Loops over stages outside, states inside: contiguous rows of K, and the same
-        # operations in the same order as the textbook sums (results are unchanged).
+        # The stage sums are straight-line code generated from the tableau
+        # (build.stage_source: _rodas_u, _rodas_k), one register sum per state.
         Ks = K[s]
         if s == 0:
             for i in range(n):
                 Ks[i] = f0[i]
         else:
-            if RODAS5P_U_FROM_PREV[s]:
-                # a-row = previous a-row + 1 * k_{s-1} (Rodas5P's last two stages): u still
-                # holds the previous stage point, so one pass instead of s, with the same
-                # additions in the same order as the full sum (bit-identical results)
-                Kp = K[s - 1]
-                for i in range(n):
-                    u[i] += Kp[i]
-            else:
-                for i in range(n):
-                    u[i] = y[i]
-                for j in range(s):
-                    a = RODAS5P_A[s, j]
-                    Kj = K[j]
-                    for i in range(n):
-                        u[i] += a * Kj[i]
+            _rodas_u(s, y, K, u)
             _f(t + RODAS5P_C[s] * h, u, p, rate, fu, stats)
-            for i in range(n):
-                Ks[i] = 0.0
-            for j in range(s):
-                cm = RODAS5P_CM[s, j]
-                Kj = K[j]
-                for i in range(n):
-                    Ks[i] += cm * Kj[i]
-            for i in range(n):
-                Ks[i] = fu[i] + Ks[i] * inv_h
+            _rodas_k(s, inv_h, fu, K)
         if _RHS_USES_T:
             hd = h * RODAS5P_D[s]
             for i in range(n):
@@ -476,18 +452,11 @@ def _tsit5_step(t, h, y, p, rate, K, u, ynew, err, stats):
     """One Tsit5 step. ``K[0]`` must hold f(t, y) + rate; leaves K[last] = f(t+h, ynew)."""
     n = N_STATES
     for s in range(1, TSIT5_STAGES):
-        for i in range(n):
-            acc = 0.0
-            for j in range(s):
-                acc += TSIT5_A[s, j] * K[j, i]
-            u[i] = y[i] + h * acc
+        _tsit5_u(s, h, y, K, u)  # generated from the tableau (build.stage_source)
         _f(t + TSIT5_C[s] * h, u, p, rate, K[s], stats)
     for i in range(n):
         ynew[i] = u[i]  # last stage is evaluated at y1 (FSAL)
-        acc = 0.0
-        for j in range(TSIT5_STAGES):
-            acc += TSIT5_B_ERR[j] * K[j, i]
-        err[i] = h * acc
+    _tsit5_err(h, K, err)
     return 0
 
 
@@ -524,10 +493,16 @@ def _apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0, p):
         elif kind == EV_RATE:
             if 0 <= s < N_STATES:
                 rate[s] += ev_value[ie]
+                on = 0.0
+                for i in range(N_STATES):
+                    if rate[i] != 0.0:
+                        on = 1.0
+                rate[N_STATES] = on
         elif kind == EV_RESET:
             for i in range(N_STATES):
                 y[i] = y0[i]
                 rate[i] = 0.0
+            rate[N_STATES] = 0.0
         elif kind == EV_PARAM:
             if 0 <= s < p.shape[0] - N_DERIVED:
                 p[s] = ev_value[ie]
@@ -565,6 +540,7 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
     for i in range(n):
         y[i] = y0[i]
         rate[i] = 0.0
+    rate[n] = 0.0  # no input on
     if n_out == 0:
         return OK
     t_end = t_out[n_out - 1]
@@ -736,7 +712,7 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
     # replaces this prologue with cuda.local.array of the same fixed shapes.)
     y = np.empty(n)
     ynew = np.empty(n)
-    rate = np.empty(n)
+    rate = np.empty(n + 1)  # input rates, and a last entry saying whether any is on
     K = np.zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
     u = np.empty(n)
     fu = np.empty(n)

@@ -35,6 +35,7 @@ from numba import njit, prange
 # every call (a third of the step time with it), and an allocation fails to compile.
 # kernel_alloc: entry points that allocate their work arrays once (needs the NRT).
 kernel = njit(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True, _nrt=False)
+kernel_inline = njit(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True, _nrt=False, inline="always")
 kernel_alloc = njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 kernel_parallel = njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 '''
@@ -53,6 +54,7 @@ from numba import cuda
 
 prange = range
 kernel = cuda.jit(device=True, cache=True)
+kernel_inline = kernel  # NVVM inlines device functions itself
 
 
 def kernel_alloc(f):  # CPU-only entry point: never compiled or called in the CUDA module
@@ -92,14 +94,70 @@ def template_source() -> str:
     return _between(_TEMPLATE, _BEGIN, _END)
 
 
+def _sum(terms: list[tuple[float, str]]) -> str:
+    """``c0 * x0 + c1 * x1 + ...`` left to right (the order of the textbook sum), zeros left out."""
+    parts = [f"{float(c)!r} * {x}" for c, x in terms if c != 0.0]
+    return " + ".join(parts) if parts else "0.0"
+
+
+def stage_source() -> str:
+    """The stage sums of both methods as straight-line code, one branch per stage.
+
+    ``_rodas_u(s, y, K, u)``: stage point u = y + sum_j a[s, j] k_j;
+    ``_rodas_k(s, inv_h, fu, K)``: k_s = f(u) + (sum_j C[s, j] k_j) / h (before the solve);
+    ``_tsit5_u(s, h, y, K, u)``: u = y + h sum_j a[s, j] K[j];
+    ``_tsit5_err(h, K, err)``: err = h sum_j b_err[j] K[j].
+    The coefficients are literals from :mod:`tableaus` (zeros left out), and each state is
+    summed in a register in one pass, instead of one pass over the states per earlier stage
+    with the coefficients loaded from arrays. The additions are those of the loops they
+    replace, in the same order, so results are unchanged.
+    """
+    from .tableaus import RODAS5P_A, RODAS5P_CM, RODAS5P_STAGES, RODAS5P_U_FROM_PREV
+    from .tableaus import TSIT5_A, TSIT5_B_ERR, TSIT5_STAGES
+
+    out = ["# Generated from il2sim/_solvers/tableaus.py by build.stage_source().", ""]
+
+    def branches(name: str, args: str, doc: str, stages: range, body) -> None:
+        out.extend(["@kernel_inline", f"def {name}({args}):", f'    """{doc}"""'])
+        for q, st in enumerate(stages):
+            out.append(f"    {'if' if q == 0 else 'elif'} s == {st}:")
+            out.append("        for i in range(N_STATES):")
+            out.append(f"            {body(st)}")
+        out.extend(["", ""])
+
+    def rodas_u(st: int) -> str:
+        if RODAS5P_U_FROM_PREV[st]:  # the previous stage point plus k_{s-1}
+            return f"u[i] += K[{st - 1}, i]"
+        terms = _sum([(RODAS5P_A[st, j], f"K[{j}, i]") for j in range(st)])
+        return f"u[i] = y[i] + {terms}" if terms != "0.0" else "u[i] = y[i]"
+
+    def rodas_k(st: int) -> str:
+        return f"K[{st}, i] = fu[i] + ({_sum([(RODAS5P_CM[st, j], f'K[{j}, i]') for j in range(st)])}) * inv_h"
+
+    def tsit5_u(st: int) -> str:
+        return f"u[i] = y[i] + h * ({_sum([(TSIT5_A[st, j], f'K[{j}, i]') for j in range(st)])})"
+
+    branches("_rodas_u", "s, y, K, u", "Rodas5P stage point u = y + sum_j a[s, j] k_j (s >= 1).",
+             range(1, RODAS5P_STAGES), rodas_u)
+    branches("_rodas_k", "s, inv_h, fu, K", "Rodas5P k_s = f(u) + sum_j C[s, j] k_j / h (s >= 1).",
+             range(1, RODAS5P_STAGES), rodas_k)
+    branches("_tsit5_u", "s, h, y, K, u", "Tsit5 stage point u = y + h sum_j a[s, j] K[j] (s >= 1).",
+             range(1, TSIT5_STAGES), tsit5_u)
+    out.extend(["@kernel", "def _tsit5_err(h, K, err):", '    """Tsit5 error estimate h sum_j b_err[j] K[j]."""',
+                "    for i in range(N_STATES):",
+                f"        err[i] = h * ({_sum([(TSIT5_B_ERR[j], f'K[{j}, i]') for j in range(TSIT5_STAGES)])})",
+                "", ""])
+    return "\n".join(out)
+
+
 def template_hash() -> str:
-    """SHA-256 of the header, the kernel source and the tableaus it imports.
+    """SHA-256 of the header, the kernel source, the tableaus it imports and the stage code.
 
     Part of every model cache key: numba freezes the imported coefficients into the compiled
     code, so a changed coefficient must invalidate cached models too.
     """
     tableaus = Path(__file__).with_name("tableaus.py").read_text(encoding="utf-8")
-    return hashlib.sha256((HEADER_CPU + template_source() + tableaus).encode()).hexdigest()
+    return hashlib.sha256((HEADER_CPU + template_source() + tableaus + stage_source()).encode()).hexdigest()
 
 
 def module_source(model_source: str, header: str = HEADER_CPU, trailer: str = "") -> str:
@@ -111,6 +169,8 @@ def module_source(model_source: str, header: str = HEADER_CPU, trailer: str = ""
         + model_source
         + "\n# --- solver kernels (il2sim/_solvers/_kernel_template.py) ---\n"
         + template_source()
+        + "\n# --- stage sums of the methods (il2sim/_solvers/build.py: stage_source) ---\n"
+        + stage_source()
         + (("\n# --- target-specific entry points ---\n" + trailer) if trailer else "")
     )
 
