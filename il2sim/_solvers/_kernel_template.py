@@ -26,6 +26,10 @@ def kernel(f):  # generated module: numba.njit(cache=True, _nrt=False, ...): all
     return f
 
 
+def kernel_inline(f):  # generated module: as kernel, inlined into its callers (numba IR)
+    return f
+
+
 def kernel_alloc(f):  # generated module: numba.njit(cache=True, ...): may allocate (entry points)
     return f
 
@@ -176,6 +180,35 @@ if not _SPARSE_LU:
     @kernel
     def w_dense_nz(Jv, c, W):
         return
+
+try:  # generated models with the sparse LU bring lane versions of their functions
+    _LANES_OK = bool(HAS_LANES) and _SPARSE_LU and not _RHS_USES_T  # noqa: F821
+except NameError:
+    _LANES_OK = False
+if not _LANES_OK:
+    # Placeholders, never called (solve_cohort's lane branch folds away at compile time).
+    try:
+        LANES  # noqa: B018, F821
+    except NameError:
+        LANES = 1
+
+    @kernel
+    def rhs_L(t, y, p, dy):
+        return
+
+    @kernel
+    def jac_nz_L(t, y, p, Jv):
+        return
+
+    @kernel
+    def lu_factor_L(Jv, c, Wv, code):
+        return
+
+    @kernel
+    def lu_solve_L(Wv, b):
+        return
+
+_LANE_BLOCK = 4 * LANES  # subjects per thread task of the lane path
 
 
 # --- small linear algebra (dense LU with partial pivoting, in place) ----------------------
@@ -736,10 +769,505 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
                       y, ynew, rate, K, u, fu, f0, err, dT, J, Jv, W, Wv, piv, dense)
 
 
-@kernel_parallel
+# --- Rodas5P over LANES subjects at once (the CPU cohort path) ------------------------------
+#
+# A cohort solve runs LANES subjects side by side: every array holds state i of lane l at
+# [i*LANES + l], and the generated lane functions (rhs_L, jac_nz_L, lu_factor_L, lu_solve_L,
+# _rodas_u_L, _rodas_k_L) do the arithmetic of one Rodas5P attempt for all lanes in one
+# unrolled pass. Each lane keeps its own time, step size, events, outputs and status, and runs
+# the control logic of _integrate unchanged (below, split at the step attempt), so a subject's
+# result does not depend on which lane or which other subjects it ran with: it is the same,
+# to the last bit, as solve_subject's (tests check this). Independent subjects interleaved this
+# way keep the processor's arithmetic units busy where one subject's dependency chains (the
+# LU solves, the right-hand side) leave them idle: about 1.5x the throughput on one core.
+# Used for adaptive Rodas5P with the generated sparse LU and a right-hand side that does not
+# read t (then f_t = 0); anything else goes through solve_subject.
+
+# per-lane float state
+_LF_T = 0
+_LF_H = 1
+_LF_HTRY = 2
+_LF_TSTOP = 3
+_LF_ERRPREV = 4
+_LF_HMIN = 5
+_LF_N = 6
+# per-lane integer state
+_LI_SUBJ = 0
+_LI_IE = 1
+_LI_IO = 2
+_LI_STATUS = 3
+_LI_NEEDH = 4
+_LI_AFTERREJ = 5
+_LI_HAVEJAC = 6
+_LI_CLIPPED = 7
+_LI_INNER = 8
+_LI_NONFIN = 9
+_LI_ACTIVE = 10
+_LI_N = 11
+# what _lane_to_attempt found
+_LANE_ATTEMPT = 1
+_LANE_DONE = 0
+
+
+@kernel
+def _lane_get(l, a, out):
+    """out[i] = a[i*LANES + l] for the N_STATES entries of lane l."""
+    for i in range(N_STATES):
+        out[i] = a[i * LANES + l]
+
+
+@kernel
+def _lane_put(l, v, a):
+    """a[i*LANES + l] = v[i]."""
+    for i in range(N_STATES):
+        a[i * LANES + l] = v[i]
+
+
+@kernel_inline
+def _lane_error_norm(l, err, y, ynew, atol, rtol):
+    """_error_norm of lane l (same operations in the same order)."""
+    s = 0.0
+    for i in range(N_STATES):
+        k = i * LANES + l
+        sc = atol[i] + rtol * max(abs(y[k]), abs(ynew[k]))
+        r = err[k] / sc
+        s += r * r
+    s = math.sqrt(s / max(N_STATES, 1))
+    if not (s <= 1.7976931348623157e308):
+        return math.inf
+    for i in range(N_STATES):
+        if not (abs(ynew[i * LANES + l]) <= 1.7976931348623157e308):
+            return math.inf
+    return s
+
+
+@kernel
+def _lane_add_rate(out, rateL, on):
+    """out += rate for the lanes whose input rates are on (``_f`` for lanes)."""
+    for l in range(LANES):
+        if on[l] != 0.0:
+            for i in range(N_STATES):
+                out[i * LANES + l] += rateL[i * LANES + l]
+
+
+@kernel
+def _lane_attempt(tL, hL, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL, cL, ihL, codeL,
+                  ynewL, errL):
+    """One Rodas5P attempt of size hL[l] from (tL[l], yL) in every lane: f and the Jacobian
+    at the start point, W = I/(h gamma) - J factorised (codeL[l] = 1 where the sparse LU
+    refused a pivot: that lane's numbers are then meaningless), the stages, ynewL and errL."""
+    nl = N_STATES * LANES
+    for l in range(LANES):
+        cL[l] = 1.0 / (hL[l] * RODAS5P_GAMMA)
+        ihL[l] = 1.0 / hL[l]
+    rhs_L(tL, yL, pL, KL[0:nl])
+    if any_on:
+        _lane_add_rate(KL[0:nl], rateL, ron)
+    jac_nz_L(tL, yL, pL, JvL)
+    lu_factor_L(JvL, cL, WvL, codeL)
+    lu_solve_L(WvL, KL[0:nl])
+    for s in range(1, RODAS5P_STAGES):
+        _rodas_u_L(s, yL, KL, uL)
+        rhs_L(tL, uL, pL, fuL)
+        if any_on:
+            _lane_add_rate(fuL, rateL, ron)
+        _rodas_k_L(s, ihL, fuL, KL)
+        lu_solve_L(WvL, KL[s * nl:(s + 1) * nl])
+    last = (RODAS5P_STAGES - 1) * nl
+    for k in range(nl):
+        ynewL[k] = uL[k] + KL[last + k]
+        errL[k] = KL[last + k]
+
+
+@kernel
+def _lane_events(l, t, li, ev_time, ev_kind, ev_state, ev_value, yL, rateL, ron, y0, pl, pL, ys, rates):
+    """_apply_events for lane l (on gathered copies); updates the lane's state, input rates
+    and parameters (``pl`` its contiguous copy, mirrored into ``pL``)."""
+    _lane_get(l, yL, ys)
+    _lane_get(l, rateL, rates)
+    rates[N_STATES] = ron[l]
+    li[l, _LI_IE] = _apply_events(t, li[l, _LI_IE], ev_time, ev_kind, ev_state, ev_value, ys, rates, y0, pl)
+    _lane_put(l, ys, yL)
+    _lane_put(l, rates, rateL)
+    ron[l] = rates[N_STATES]
+    for k in range(pl.shape[0]):
+        pL[k * LANES + l] = pl[k]
+
+
+@kernel
+def _lane_record(l, t, li, t_out, yL, ys, y_out):
+    _lane_get(l, yL, ys)
+    li[l, _LI_IO] = _record_upto(t, li[l, _LI_IO], t_out, ys, y_out)
+
+
+@kernel_inline
+def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, y0, rtol, atol,
+                     h_max, max_steps, yL, rateL, ron, pl, pL, y_out, stats,
+                     ys, rates, f0s, fus, us):
+    """Run lane l's control logic (that of _integrate) up to its next step attempt.
+
+    Returns _LANE_ATTEMPT with lf[l, _LF_HTRY] set and the attempt counted, or _LANE_DONE
+    when the subject has finished (status in li[l, _LI_STATUS]).
+    """
+    n_out = t_out.shape[0]
+    n_ev = ev_time.shape[0]
+    t_end = t_out[n_out - 1]
+    k_err = float(RODAS5P_ERR_ORDER)
+    while True:
+        if li[l, _LI_STATUS] != OK:  # a rejection ended the subject (_integrate's break)
+            return _LANE_DONE
+        if li[l, _LI_INNER] == 0:  # top of the outer loop
+            if li[l, _LI_STATUS] != OK or li[l, _LI_IO] >= n_out:
+                return _LANE_DONE
+            t_stop = t_end
+            ie = li[l, _LI_IE]
+            if ie < n_ev and ev_time[ie] < t_stop:
+                t_stop = ev_time[ie]
+            lf[l, _LF_TSTOP] = t_stop
+            li[l, _LI_INNER] = 1
+        t = lf[l, _LF_T]
+        t_stop = lf[l, _LF_TSTOP]
+        leave = False  # leave the inner loop (to the stop handling, or finish on a status)
+        if not (t < t_stop):
+            leave = True
+        else:
+            hmin = max(16.0 * _EPS * abs(t), _HMIN_FLOOR)
+            lf[l, _LF_HMIN] = hmin
+            if li[l, _LI_NEEDH] != 0:
+                _lane_get(l, yL, ys)
+                _lane_get(l, rateL, rates)
+                rates[N_STATES] = ron[l]
+                h = _initial_step(t, ys, rates, pl, f0s, fus, us, atol, rtol, k_err, h_max, stats)
+                lf[l, _LF_H] = h
+                li[l, _LI_NEEDH] = 0
+                if not (h <= 1.7976931348623157e308):
+                    li[l, _LI_STATUS] = NON_FINITE
+                    leave = True
+            if not leave:
+                h = lf[l, _LF_H]
+                h_try = h
+                li[l, _LI_CLIPPED] = 0
+                if t + _FINAL_STRETCH * h_try >= t_stop:
+                    h_try = t_stop - t
+                    li[l, _LI_CLIPPED] = 1
+                    if h_try <= hmin:
+                        lf[l, _LF_T] = t_stop
+                        leave = True
+                if not leave:
+                    if h_try < hmin:
+                        li[l, _LI_STATUS] = STEP_TOO_SMALL
+                        leave = True
+                    elif stats[_S_STEPS] >= max_steps:
+                        li[l, _LI_STATUS] = MAX_STEPS
+                        leave = True
+                    else:
+                        stats[_S_STEPS] += 1
+                        lf[l, _LF_HTRY] = h_try
+                        return _LANE_ATTEMPT
+        # the inner loop is left
+        li[l, _LI_INNER] = 0
+        if li[l, _LI_STATUS] != OK:
+            return _LANE_DONE
+        t = lf[l, _LF_T]
+        ie = li[l, _LI_IE]
+        if ie < n_ev and ev_time[ie] <= t:
+            _lane_events(l, t, li, ev_time, ev_kind, ev_state, ev_value, yL, rateL, ron, y0, pl,
+                         pL, ys, rates)
+            li[l, _LI_HAVEJAC] = 0
+            li[l, _LI_AFTERREJ] = 0
+            lf[l, _LF_ERRPREV] = 1.0
+        _lane_record(l, t, li, t_out, yL, ys, y_out)
+        if t >= t_end:
+            return _LANE_DONE
+
+
+@kernel_inline
+def _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, y_out, stats, fstats,
+                        ys, ynews, Ks, dense):
+    """Lane l's accept/reject logic after an attempt (that of _integrate)."""
+    k_err = float(RODAS5P_ERR_ORDER)
+    h_try = lf[l, _LF_HTRY]
+    t = lf[l, _LF_T]
+    if not (err_norm <= 1.0):
+        stats[_S_REJECTED] += 1
+        if err_norm == math.inf:
+            li[l, _LI_NONFIN] += 1
+        else:
+            li[l, _LI_NONFIN] = 0
+        h = h_try * _controller_reject(err_norm, k_err)
+        lf[l, _LF_H] = h
+        li[l, _LI_AFTERREJ] = 1
+        if li[l, _LI_NONFIN] >= _MAX_NONFINITE_REJECTS:
+            li[l, _LI_STATUS] = NON_FINITE
+        elif h < lf[l, _LF_HMIN]:
+            li[l, _LI_STATUS] = NON_FINITE if li[l, _LI_NONFIN] > 0 else STEP_TOO_SMALL
+        return
+    fac = _controller_accept(err_norm, lf[l, _LF_ERRPREV], k_err, li[l, _LI_AFTERREJ] != 0)
+    h_next = h_try * fac
+    clipped = li[l, _LI_CLIPPED] != 0
+    if clipped and fac >= 1.0:
+        h_next = max(h_next, lf[l, _LF_H])
+    lf[l, _LF_ERRPREV] = max(err_norm, _ERR_PREV_MIN)
+    li[l, _LI_AFTERREJ] = 0
+    li[l, _LI_NONFIN] = 0
+    stats[_S_ACCEPTED] += 1
+    t_new = lf[l, _LF_TSTOP] if clipped else t + h_try
+    n_out = t_out.shape[0]
+    io = li[l, _LI_IO]
+    if io < n_out and t_out[io] < t_new:
+        nl = N_STATES * LANES
+        for j in range(RODAS5P_STAGES):
+            for i in range(N_STATES):
+                Ks[j, i] = KL[j * nl + i * LANES + l]
+        _rodas_dense_prepare(Ks, dense)
+        _lane_get(l, yL, ys)
+        _lane_get(l, ynewL, ynews)
+        while io < n_out and t_out[io] < t_new:
+            theta = (t_out[io] - t) / h_try
+            _rodas_dense(theta, ys, ynews, dense, y_out[io])
+            io += 1
+        li[l, _LI_IO] = io
+    for i in range(N_STATES):
+        yL[i * LANES + l] = ynewL[i * LANES + l]
+    li[l, _LI_HAVEJAC] = 0
+    lf[l, _LF_T] = t_new
+    fstats[1] = h_try
+    lf[l, _LF_H] = min(h_next, h_max)
+
+
+@kernel
+def _lane_start(l, s, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, h0, h_max,
+                lf, li, yL, rateL, ron, Pl, pL, Y_out, stats, fstats, ys, rates):
+    """Put subject s into lane l: initial state, parameters (with derived values), the events
+    at t0 and the outputs up to t0, as _integrate begins."""
+    li[l, _LI_SUBJ] = s
+    li[l, _LI_ACTIVE] = 1
+    st = stats[s]
+    for i in range(min(st.shape[0], _S_LU_FALLBACK + 1)):
+        st[i] = 0
+    fstats[s, 0] = t0
+    fstats[s, 1] = 0.0
+    for i in range(N_STATES):
+        yL[i * LANES + l] = Y0[s, i]
+        rateL[i * LANES + l] = 0.0
+    ron[l] = 0.0
+    pl = Pl[l]
+    for k in range(P.shape[1]):
+        pl[k] = P[s, k]
+    derive(pl)
+    for k in range(pl.shape[0]):
+        pL[k * LANES + l] = pl[k]
+    lf[l, _LF_T] = t0
+    lf[l, _LF_ERRPREV] = 1.0
+    li[l, _LI_STATUS] = OK
+    li[l, _LI_INNER] = 0
+    li[l, _LI_AFTERREJ] = 0
+    li[l, _LI_HAVEJAC] = 0
+    li[l, _LI_NONFIN] = 0
+    li[l, _LI_IE] = 0
+    li[l, _LI_IO] = 0
+    li[l, _LI_NEEDH] = 1 if not (h0 > 0.0) else 0
+    lf[l, _LF_H] = min(h0 if h0 > 0.0 else 0.0, h_max)
+    if t_out.shape[0] == 0:
+        li[l, _LI_STATUS] = OK
+        li[l, _LI_IO] = 0
+        return
+    a = ev_ptr[s]
+    b = ev_ptr[s + 1]
+    _lane_events(l, t0, li, ev_time[a:b], ev_kind[a:b], ev_state[a:b], ev_value[a:b], yL, rateL,
+                 ron, Y0[s], pl, pL, ys, rates)
+    _lane_record(l, t0, li, t_out, yL, ys, Y_out[s])
+
+
+@kernel
+def _lane_finish(l, lf, li, Y_out, fstats, status):
+    """Close lane l's subject as _integrate ends: time reached, rows not reached are NaN."""
+    s = li[l, _LI_SUBJ]
+    fstats[s, 0] = lf[l, _LF_T]
+    n_out = Y_out.shape[1]
+    for r in range(li[l, _LI_IO], n_out):
+        for i in range(N_STATES):
+            Y_out[s, r, i] = math.nan
+    status[s] = li[l, _LI_STATUS] if n_out > 0 else OK
+    li[l, _LI_ACTIVE] = 0
+
+
+@kernel
+def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
+               rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats,
+               lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL,
+               codeL, ys, ynews, rates, f0s, fus, us, errs, dT, Ks, J, W, Jvs, Wvs, piv, dense,
+               nostats):
+    """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the work arrays
+    _solve_cohort_lanes allocates (compiled without numba's runtime, so the many array views
+    cost no reference counting)."""
+    n = N_STATES
+    nl = n * LANES
+    nxt = s_begin
+    for l in range(LANES):
+        if nxt < s_end:
+            _lane_start(l, nxt, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
+                        h0, h_max, lf, li, yL, rateL, ron, Pl, pL, Y_out, stats, fstats, ys, rates)
+            nxt += 1
+    while True:
+        n_active = 0
+        any_on = False
+        for l in range(LANES):
+            while li[l, _LI_ACTIVE] != 0:
+                s = li[l, _LI_SUBJ]
+                a = ev_ptr[s]
+                b = ev_ptr[s + 1]
+                r = _lane_to_attempt(l, lf, li, t_out, ev_time[a:b], ev_kind[a:b], ev_state[a:b],
+                                     ev_value[a:b], Y0[s], rtol, atol, h_max, max_steps, yL,
+                                     rateL, ron, Pl[l], pL, Y_out[s], stats[s], ys, rates, f0s,
+                                     fus, us)
+                if r == _LANE_ATTEMPT:
+                    n_active += 1
+                    hL[l] = lf[l, _LF_HTRY]
+                    tL[l] = lf[l, _LF_T]
+                    if ron[l] != 0.0:
+                        any_on = True
+                    break
+                _lane_finish(l, lf, li, Y_out, fstats, status)
+                if nxt < s_end:
+                    _lane_start(l, nxt, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                                ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL, Y_out, stats,
+                                fstats, ys, rates)
+                    nxt += 1
+        if n_active == 0:
+            break
+        _lane_attempt(tL, hL, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL, cL, ihL, codeL,
+                      ynewL, errL)
+        for l in range(LANES):
+            if li[l, _LI_ACTIVE] == 0:
+                continue
+            s = li[l, _LI_SUBJ]
+            st = stats[s]
+            if li[l, _LI_HAVEJAC] == 0:  # counted as _rodas_prepare counts
+                st[_S_RHS] += 1
+                st[_S_JAC] += 1
+                li[l, _LI_HAVEJAC] = 1
+            if codeL[l] == 0:
+                st[_S_LU] += 1
+                st[_S_RHS] += RODAS5P_STAGES - 1
+                err_norm = _lane_error_norm(l, errL, yL, ynewL, atol, rtol)
+            else:  # the sparse LU refused a pivot: this attempt as solve_subject does it
+                _lane_get(l, yL, ys)
+                _lane_get(l, rateL, rates)
+                rates[n] = ron[l]
+                _rodas_prepare(tL[l], ys, Pl[l], rates, J, Jvs, dT, f0s, fus, nostats)
+                code = _rodas_step(tL[l], hL[l], ys, Pl[l], rates, f0s, J, Jvs, dT, W, Wvs, piv,
+                                   Ks, us, fus, ynews, errs, st)
+                _lane_put(l, ynews, ynewL)
+                _lane_put(l, errs, errL)
+                for j in range(RODAS5P_STAGES):
+                    for i in range(n):
+                        KL[j * nl + i * LANES + l] = Ks[j, i]
+                err_norm = math.inf if code != 0 else _lane_error_norm(l, errL, yL, ynewL, atol, rtol)
+            _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, Y_out[s], st,
+                                fstats[s], ys, ynews, Ks, dense)
+
+
 def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
                  ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
-    """solve_subject for every subject in parallel; subject i's events are ev_*[ev_ptr[i]:ev_ptr[i+1]]."""
+    """solve_subject for every subject in parallel; subject i's events are ev_*[ev_ptr[i]:ev_ptr[i+1]].
+
+    Adaptive Rodas5P runs LANES subjects at a time where the model allows (``_LANES_OK``),
+    in blocks of ``_LANE_BLOCK`` subjects per thread, with the results of solve_subject up to
+    rounding (the same steps). A plain Python switch, so that only the path used is compiled.
+    """
+    if _LANES_OK and method == METHOD_RODAS and adaptive != 0:
+        _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol,
+                            atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
+    else:
+        _solve_cohort_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                           ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
+
+
+def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol,
+                        atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
+    """The lane path of solve_cohort: blocks of _LANE_BLOCK subjects on numba's thread count
+    (``numba.get_num_threads()``) of Python threads; the blocks run without the GIL. (Plain
+    threads instead of a prange loop: numba's parallel machinery would add seconds of compile
+    time to every model for no gain on independent blocks.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numba import get_num_threads
+
+    n_subj = Y0.shape[0]
+    n_blocks = (n_subj + _LANE_BLOCK - 1) // _LANE_BLOCK
+
+    def block(bk):
+        _lanes_block(bk * _LANE_BLOCK, min(n_subj, (bk + 1) * _LANE_BLOCK), t0, Y0, P, t_out,
+                     ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, hmax,
+                     max_steps, Y_out, status, stats, fstats)
+
+    threads = min(get_num_threads(), n_blocks)
+    if threads <= 1:
+        for bk in range(n_blocks):
+            block(bk)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(block, range(n_blocks)):
+            pass
+
+
+@kernel_alloc
+def _lanes_block(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
+                 rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
+    """Work arrays for one block of subjects, then _lanes_run over them."""
+    n = N_STATES
+    nl = n * LANES
+    npx = P.shape[1] + N_DERIVED
+    h_max = hmax if hmax > 0.0 else math.inf
+    lf = np.zeros((LANES, _LF_N))
+    li = np.zeros((LANES, _LI_N), dtype=np.int64)
+    yL = np.zeros(nl)
+    ynewL = np.zeros(nl)
+    rateL = np.zeros(nl)
+    ron = np.zeros(LANES)
+    KL = np.zeros(RODAS5P_STAGES * nl)
+    uL = np.zeros(nl)
+    fuL = np.zeros(nl)
+    errL = np.zeros(nl)
+    JvL = np.zeros(JAC_NNZ * LANES)
+    WvL = np.zeros(LU_NNZ * LANES)
+    pL = np.zeros(npx * LANES)
+    Pl = np.zeros((LANES, npx))
+    tL = np.zeros(LANES)
+    hL = np.ones(LANES)
+    cL = np.zeros(LANES)
+    ihL = np.zeros(LANES)
+    codeL = np.zeros(LANES, dtype=np.int64)
+    # one subject's work arrays, for what a lane does alone (start step, events, outputs,
+    # a step whose sparse LU refused a pivot)
+    ys = np.zeros(n)
+    ynews = np.zeros(n)
+    rates = np.zeros(n + 1)
+    f0s = np.zeros(n)
+    fus = np.zeros(n)
+    us = np.zeros(n)
+    errs = np.zeros(n)
+    dT = np.zeros(n)
+    Ks = np.zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
+    J = np.zeros((n, n))
+    W = np.zeros((n, n))
+    Jvs = np.zeros(JAC_NNZ)
+    Wvs = np.zeros(LU_NNZ)
+    piv = np.zeros(n, dtype=np.int64)
+    dense = np.zeros((3, n))
+    nostats = np.zeros(_S_LU_FALLBACK + 1, dtype=np.int64)
+    _lanes_run(s_begin, s_end, t0, Y0, P, t_out,
+               ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, h_max,
+               max_steps, Y_out, status, stats, fstats, lf, li, yL, ynewL, rateL, ron, KL,
+               uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL, codeL, ys, ynews, rates, f0s,
+               fus, us, errs, dT, Ks, J, W, Jvs, Wvs, piv, dense, nostats)
+
+
+@kernel_parallel
+def _solve_cohort_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                       ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
+    """solve_cohort one subject at a time (Tsit5, fixed steps, models without lanes)."""
     n_subj = Y0.shape[0]
     for s in prange(n_subj):
         a = ev_ptr[s]

@@ -143,6 +143,31 @@ def stage_source() -> str:
              range(1, RODAS5P_STAGES), rodas_k)
     branches("_tsit5_u", "s, h, y, K, u", "Tsit5 stage point u = y + h sum_j a[s, j] K[j] (s >= 1).",
              range(1, TSIT5_STAGES), tsit5_u)
+    # the same Rodas5P sums over LANES subjects, state i of lane l at [i*LANES + l], stage j
+    # at offset j*N_STATES*LANES (the cohort path, see _lanes_run in the kernel template)
+    def rodas_u_lanes(st: int) -> str:
+        if RODAS5P_U_FROM_PREV[st]:
+            return f"u[i] += K[{st - 1} * nl + i]"
+        terms = _sum([(RODAS5P_A[st, j], f"K[{j} * nl + i]") for j in range(st)])
+        return f"u[i] = y[i] + {terms}" if terms != "0.0" else "u[i] = y[i]"
+
+    out.extend(["@kernel_inline", "def _rodas_u_L(s, y, K, u):",
+                '    """_rodas_u for every lane."""', "    nl = N_STATES * LANES"])
+    for q, st in enumerate(range(1, RODAS5P_STAGES)):
+        out.append(f"    {'if' if q == 0 else 'elif'} s == {st}:")
+        out.append("        for i in range(nl):")
+        out.append(f"            {rodas_u_lanes(st)}")
+    out.extend(["", ""])
+    out.extend(["@kernel_inline", "def _rodas_k_L(s, inv_h, fu, K):",
+                '    """_rodas_k for every lane (inv_h[l] per lane)."""', "    nl = N_STATES * LANES"])
+    for q, st in enumerate(range(1, RODAS5P_STAGES)):
+        terms = _sum([(RODAS5P_CM[st, j], f"K[{j} * nl + k]") for j in range(st)])
+        out.append(f"    {'if' if q == 0 else 'elif'} s == {st}:")
+        out.append("        for i in range(N_STATES):")
+        out.append("            for l in range(LANES):")
+        out.append("                k = i * LANES + l")
+        out.append(f"                K[{st} * nl + k] = fu[k] + ({terms}) * inv_h[l]")
+    out.extend(["", ""])
     out.extend(["@kernel", "def _tsit5_err(h, K, err):", '    """Tsit5 error estimate h sum_j b_err[j] K[j]."""',
                 "    for i in range(N_STATES):",
                 f"        err[i] = h * ({_sum([(TSIT5_B_ERR[j], f'K[{j}, i]') for j in range(TSIT5_STAGES)])})",

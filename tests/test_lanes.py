@@ -1,0 +1,235 @@
+"""The cohort path of the stiff solver: Rodas5P over LANES subjects side by side
+(``_lanes_run`` in the kernel template, the lane functions from the code generator).
+
+Each subject must get what ``solve_subject`` gives it (same status, same steps, the same
+trajectory up to rounding) and exactly the same numbers whatever subjects share its lane
+group, in whatever order, on any thread count, with failing neighbours, dose/infusion/reset/
+parameter events and a sparse LU that refuses pivots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+import il2sim
+from il2sim._codegen import compile_model, lanes_for
+from il2sim.model import load_model
+
+BENCH = Path(il2sim.__file__).resolve().parents[1] / "models" / "bench" / "il2_pkpd12.toml"
+RODAS, TSIT5 = 0, 1
+
+# Two states whose W = c*I - J has a pivot far below the entry under it at ordinary step
+# sizes (|J[1, 0]| = 1e4 against c + 1), so the generated sparse LU refuses it and the step
+# falls back to the dense pivoted LU. Stable: eigenvalues -1 -+ sqrt(0.1).
+STIFF_PIVOT = """\
+[model]
+name = "pivot"
+description = "sparse-LU fallback test"
+time_unit = "h"
+
+[parameters]
+a = { value = 1.0, unit = "1/h", description = "d", source = "test" }
+B = { value = 1e4, unit = "1/h", description = "d", source = "test" }
+b = { value = 1e-5, unit = "1/h", description = "d", source = "test" }
+
+[states]
+x = { initial = 1.0, unit = "1", description = "d" }
+z = { initial = 0.0, unit = "1", description = "d" }
+
+[odes]
+x = "-a * x + b * z"
+z = "B * x - a * z"
+"""
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("lanes")
+
+
+@pytest.fixture(scope="module")
+def bench(cache):
+    return compile_model(load_model(BENCH), cache_dir=cache)
+
+
+def _cohort(m, model, n, days, seed=3):
+    """n subjects of the bench model with varied parameters and twice-daily doses (from 0.4 h)
+    into the depot; subject 5 also gets an infusion into Ac, a change of CL_lin and a reset."""
+    rng = np.random.default_rng(seed)
+    p0 = model.default_parameters()
+    P = p0 * rng.lognormal(0.0, 0.3, (n, p0.size))
+    names = model.parameter_names
+    for k in ("w_RM_Treg", "F", "Dred", "DredT"):  # fractions stay fractions
+        P[:, names.index(k)] = np.minimum(P[:, names.index(k)], 0.95)
+    P[:, names.index("n_eo")] = rng.choice([1.0, 2.0, 2.5, 3.0], n)
+    Y0 = np.empty((n, m.N_STATES))
+    m.eval_initial(P, Y0)
+    evs = []
+    for s in range(n):
+        ev = [(12.0 * i + 0.4, m.EV_BOLUS, 0, rng.uniform(1.0, 6.0)) for i in range(2 * days)]
+        if s == 5:
+            ev += [(30.0, m.EV_RATE, 2, 0.05), (33.5, m.EV_RATE, 2, -0.05),
+                   (50.0, m.EV_PARAM, names.index("CL_lin"), 4.0), (80.0, m.EV_RESET, 0, 0.0),
+                   (90.0, m.EV_RATE, 2, 0.02)]
+        evs.append(sorted(ev, key=lambda e: e[0]))
+    t_out = np.linspace(0.0, days * 24.0, days * 4 + 1)
+    return P, Y0, evs, t_out
+
+
+def _flat(evs):
+    ptr = np.zeros(len(evs) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(e) for e in evs])
+    rows = [r for e in evs for r in e]
+    t = np.array([r[0] for r in rows], dtype=float)
+    k = np.array([r[1] for r in rows], dtype=np.int64)
+    s = np.array([r[2] for r in rows], dtype=np.int64)
+    v = np.array([r[3] for r in rows], dtype=float)
+    return ptr, t, k, s, v
+
+
+def _solve_cohort(m, P, Y0, evs, t_out, rtol=1e-6, atol=1e-9, max_steps=100_000, method=RODAS):
+    n = P.shape[0]
+    Y = np.full((n, t_out.size, m.N_STATES), -7.0)
+    st = np.full(n, -1, dtype=np.int64)
+    ct = np.zeros((n, 7), dtype=np.int64)
+    ft = np.zeros((n, 2))
+    m.solve_cohort(method, 1, 0.0, Y0.copy(), P.copy(), t_out, *_flat(evs), rtol,
+                   np.full(m.N_STATES, atol), 0.0, 0.0, max_steps, Y, st, ct, ft)
+    return Y, st, ct, ft
+
+
+def _solve_subject(m, p, y0, ev, t_out, rtol=1e-6, atol=1e-9, max_steps=100_000):
+    y = np.full((t_out.size, m.N_STATES), -7.0)
+    ct = np.zeros(7, dtype=np.int64)
+    ft = np.zeros(2)
+    _, t, k, s, v = _flat([ev])
+    code = m.solve_subject(RODAS, 1, 0.0, y0.copy(), p.copy(), t_out, t, k, s, v, rtol,
+                           np.full(m.N_STATES, atol), 0.0, 0.0, max_steps, y, ct, ft)
+    return y, code, ct, ft
+
+
+def _assert_like_solve_subject(m, P, Y0, evs, t_out, Y, st, ct, ft, **kw):
+    """Per subject: status, counters and time reached as solve_subject; trajectories equal up to
+    rounding (the lane arithmetic is the scalar's statement for statement, but the compiler
+    may fuse multiply-adds differently in the two builds)."""
+    for s in range(P.shape[0]):
+        y, code, c1, f1 = _solve_subject(m, P[s], Y0[s], evs[s], t_out, **kw)
+        assert st[s] == code, s
+        np.testing.assert_array_equal(ct[s], c1, err_msg=f"subject {s}")
+        assert ft[s, 0] == f1[0]
+        assert np.array_equal(np.isnan(Y[s]), np.isnan(y)), s
+        scale = np.nanmax(np.abs(y), axis=0, initial=0.0) + 1e-300
+        assert np.nanmax(np.abs(Y[s] - y) / scale, initial=0.0) < 1e-11, s
+
+
+def test_bench_model_runs_in_lanes(bench):
+    m = bench.module
+    assert m._LANES_OK and m.LANES == lanes_for(m.N_STATES, m.JAC_NNZ, m.LU_NNZ) == 16
+    assert lanes_for(24, 73, 80) == 4 and lanes_for(2, 3, 3) == 16 and lanes_for(400, 2000, 5000) == 4
+
+
+def test_lane_cohort_matches_solve_subject(bench):
+    """37 subjects (two blocks, lanes refilled as subjects finish) over 10 days with events of
+    every kind in subject 5."""
+    m, model = bench.module, bench.model
+    P, Y0, evs, t_out = _cohort(m, model, 37, 10)
+    Y, st, ct, ft = _solve_cohort(m, P, Y0, evs, t_out)
+    assert (st == 0).all()
+    assert (Y != -7.0).all()
+    _assert_like_solve_subject(m, P, Y0, evs, t_out, Y, st, ct, ft)
+
+
+def test_lane_results_do_not_depend_on_companions_order_or_threads(bench):
+    m, model = bench.module, bench.model
+    P, Y0, evs, t_out = _cohort(m, model, 37, 6)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        ref = _solve_cohort(m, P, Y0, evs, t_out)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = _solve_cohort(m, P, Y0, evs, t_out)
+    finally:
+        numba.set_num_threads(threads)
+    for a, b in zip(ref, two):
+        np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(11)
+    for sel in (np.arange(37)[::-1], np.arange(37)[::3], rng.permutation(37)[:21], np.array([5])):
+        got = _solve_cohort(m, P[sel], Y0[sel], [evs[i] for i in sel], t_out)
+        for a, b in zip(got, ref):
+            np.testing.assert_array_equal(a, b[sel])
+
+
+def test_failing_subjects_in_a_lane_group_leave_the_others_alone(bench):
+    """A NaN parameter (non_finite), a Treg population growing without bound (its steps shrink
+    to nothing: step_too_small or non_finite) and, with max_steps = 450, the subjects that need
+    more steps than that, beside healthy ones: each fails as in solve_subject, where it
+    stopped; the others are bit-identical to a run without the failing ones."""
+    m, model = bench.module, bench.model
+    P, Y0, evs, t_out = _cohort(m, model, 20, 4)
+    names = model.parameter_names
+    P[3, names.index("ktr")] = np.nan
+    P[7, names.index("kdT")] = -500.0
+    Y, st, ct, ft = _solve_cohort(m, P, Y0, evs, t_out, max_steps=450)
+    assert st[3] == m.NON_FINITE and st[7] in (m.NON_FINITE, m.STEP_TOO_SMALL)
+    out_of_steps = np.flatnonzero(st == m.MAX_STEPS)
+    ok = np.flatnonzero(st == m.OK)
+    assert 3 <= len(out_of_steps) <= 15 and len(ok) + len(out_of_steps) == 18
+    bad = np.flatnonzero(st != m.OK)
+    assert (ft[bad, 0] < t_out[-1]).all() and np.isnan(Y[bad, -1]).all()
+    assert (ct[out_of_steps, 0] == 450).all()
+    _assert_like_solve_subject(m, P, Y0, evs, t_out, Y, st, ct, ft, max_steps=450)
+    Y2, st2, ct2, ft2 = _solve_cohort(m, P[ok], Y0[ok], [evs[s] for s in ok], t_out, max_steps=450)
+    np.testing.assert_array_equal(Y2, Y[ok])
+    np.testing.assert_array_equal(st2, st[ok])
+    np.testing.assert_array_equal(ct2, ct[ok])
+
+
+def test_refused_pivots_fall_back_per_lane(cache):
+    """A model whose sparse LU refuses the pivot at ordinary step sizes: the lanes that need it
+    take the dense pivoted step (counted), the results match solve_subject and the exact
+    solution."""
+    path = cache / "pivot.toml"
+    path.write_text(STIFF_PIVOT)
+    c = compile_model(load_model(path), cache_dir=cache)
+    m = c.module
+    assert m._LANES_OK and m.LU_ORDER == (0, 1)
+    n = 11
+    P = np.tile(c.model.default_parameters(), (n, 1))
+    P[:, 0] = np.linspace(0.5, 1.5, n)
+    Y0 = np.empty((n, 2))
+    m.eval_initial(P, Y0)
+    evs = [[(5.0, m.EV_BOLUS, 0, 0.5)] for _ in range(n)]
+    t_out = np.linspace(0.0, 10.0, 41)
+    Y, st, ct, ft = _solve_cohort(m, P, Y0, evs, t_out, rtol=1e-8, atol=1e-12)
+    assert (st == 0).all() and (ct[:, 6] > 0).all()
+    _assert_like_solve_subject(m, P, Y0, evs, t_out, Y, st, ct, ft, rtol=1e-8, atol=1e-12)
+    for s in range(n):  # x, z from the 2x2 matrix exponential, the bolus at t = 5 added to x
+        a, B, b = P[s]
+        A = np.array([[-a, b], [B, -a]])
+        w, V = np.linalg.eig(A)
+        Vi = np.linalg.inv(V)
+        for j, t in enumerate(t_out):
+            x0 = np.array([1.0, 0.0])
+            if t >= 5.0:
+                x0 = (V @ np.diag(np.exp(w * 5.0)) @ Vi @ x0).real + [0.5, 0.0]
+                t = t - 5.0
+            ref = (V @ np.diag(np.exp(w * t)) @ Vi @ x0).real
+            np.testing.assert_allclose(Y[s, j], ref, rtol=2e-6, atol=1e-9)
+
+
+def test_other_paths_still_go_one_subject_at_a_time(bench):
+    """Tsit5 and fixed steps use solve_subject: bit-identical to it."""
+    m, model = bench.module, bench.model
+    P, Y0, evs, t_out = _cohort(m, model, 9, 2)
+    Y, st, ct, ft = _solve_cohort(m, P, Y0, evs, t_out, method=TSIT5)
+    for s in range(9):
+        y = np.full((t_out.size, m.N_STATES), -7.0)
+        c1, f1 = np.zeros(7, dtype=np.int64), np.zeros(2)
+        _, t, k, si, v = _flat([evs[s]])
+        code = m.solve_subject(TSIT5, 1, 0.0, Y0[s].copy(), P[s].copy(), t_out, t, k, si, v, 1e-6,
+                               np.full(m.N_STATES, 1e-9), 0.0, 0.0, 100_000, y, c1, f1)
+        assert code == st[s]
+        np.testing.assert_array_equal(y, Y[s])
