@@ -3,13 +3,17 @@
 This file is valid Python so that it can be read, linted and diffed, but it is never imported
 to run: ``build.module_source`` copies the text between the markers into each generated model
 module, where ``rhs``, ``jac``, ``outputs``, ``initial``, ``N_STATES`` and the decorators
-``kernel``/``kernel_alloc``/``kernel_parallel`` are real definitions. The placeholders below only document them.
+``kernel``/``kernel_inline``/``kernel_alloc``/``kernel_parallel`` are real definitions. The
+placeholders below only document them.
 
 Entry points (all over flat arrays; see their docstrings): ``solve_subject`` (one subject),
-``solve_cohort`` (prange over subjects), ``eval_outputs``, ``eval_initial``. Inside, the
-method steps (``_rodas_step``, ``_tsit5_step``), the step-size controller
-(``_controller_accept``/``_controller_reject``), dense output and event handling are separate
-functions; ``_integrate`` is the loop that ties them together.
+``solve_cohort`` (every subject: adaptive Rodas5P LANES subjects side by side in
+``_lanes_run``, anything else ``solve_subject`` in a prange loop), ``eval_outputs``,
+``eval_initial``. Inside, the method steps (``_rodas_step``, ``_tsit5_step``; the lane
+attempt ``_lane_attempt``), the step-size controller (``_controller_accept``/
+``_controller_reject``), dense output and event handling are separate functions; ``_integrate``
+is the loop that ties them together, and ``_lane_to_attempt``/``_lane_after_attempt`` are the
+same loop split at the step attempt, for one lane.
 """
 
 import math  # noqa: F401
@@ -1092,82 +1096,6 @@ def _lane_finish(l, lf, li, Y_out, fstats, status):
     li[l, _LI_ACTIVE] = 0
 
 
-@kernel
-def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
-               rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats,
-               lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL,
-               codeL, ys, ynews, rates, f0s, fus, us, errs, dT, Ks, J, W, Jvs, Wvs, piv, dense,
-               nostats):
-    """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the work arrays
-    _solve_cohort_lanes allocates (compiled without numba's runtime, so the many array views
-    cost no reference counting)."""
-    n = N_STATES
-    nl = n * LANES
-    nxt = s_begin
-    for l in range(LANES):
-        if nxt < s_end:
-            _lane_start(l, nxt, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
-                        h0, h_max, lf, li, yL, rateL, ron, Pl, pL, Y_out, stats, fstats, ys, rates)
-            nxt += 1
-    while True:
-        n_active = 0
-        any_on = False
-        for l in range(LANES):
-            while li[l, _LI_ACTIVE] != 0:
-                s = li[l, _LI_SUBJ]
-                a = ev_ptr[s]
-                b = ev_ptr[s + 1]
-                r = _lane_to_attempt(l, lf, li, t_out, ev_time[a:b], ev_kind[a:b], ev_state[a:b],
-                                     ev_value[a:b], Y0[s], rtol, atol, h_max, max_steps, yL,
-                                     rateL, ron, Pl[l], pL, Y_out[s], stats[s], ys, rates, f0s,
-                                     fus, us)
-                if r == _LANE_ATTEMPT:
-                    n_active += 1
-                    hL[l] = lf[l, _LF_HTRY]
-                    tL[l] = lf[l, _LF_T]
-                    if ron[l] != 0.0:
-                        any_on = True
-                    break
-                _lane_finish(l, lf, li, Y_out, fstats, status)
-                if nxt < s_end:
-                    _lane_start(l, nxt, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
-                                ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL, Y_out, stats,
-                                fstats, ys, rates)
-                    nxt += 1
-        if n_active == 0:
-            break
-        _lane_attempt(tL, hL, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL, cL, ihL, codeL,
-                      ynewL, errL)
-        for l in range(LANES):
-            if li[l, _LI_ACTIVE] == 0:
-                continue
-            s = li[l, _LI_SUBJ]
-            st = stats[s]
-            if li[l, _LI_HAVEJAC] == 0:  # counted as _rodas_prepare counts
-                st[_S_RHS] += 1
-                st[_S_JAC] += 1
-                li[l, _LI_HAVEJAC] = 1
-            if codeL[l] == 0:
-                st[_S_LU] += 1
-                st[_S_RHS] += RODAS5P_STAGES - 1
-                err_norm = _lane_error_norm(l, errL, yL, ynewL, atol, rtol)
-            else:  # the sparse LU refused a pivot: this attempt as solve_subject does it
-                _lane_get(l, yL, ys)
-                _lane_get(l, rateL, rates)
-                rates[n] = ron[l]
-                _rodas_prepare(tL[l], ys, Pl[l], rates, J, Jvs, dT, f0s, fus, nostats)
-                code = _rodas_step(tL[l], hL[l], ys, Pl[l], rates, f0s, J, Jvs, dT, W, Wvs, piv,
-                                   Ks, us, fus, ynews, errs, st)
-                _lane_put(l, ynews, ynewL)
-                _lane_put(l, errs, errL)
-                for j in range(RODAS5P_STAGES):
-                    for i in range(n):
-                        KL[j * nl + i * LANES + l] = Ks[j, i]
-                err_norm = math.inf if code != 0 else _lane_error_norm(l, errL, yL, ynewL, atol, rtol)
-            _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, Y_out[s], st,
-                                fstats[s], ys, ynews, Ks, dense)
-
-
 def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
                  ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
     """solve_subject for every subject in parallel; subject i's events are ev_*[ev_ptr[i]:ev_ptr[i+1]].
@@ -1196,11 +1124,44 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
 
     n_subj = Y0.shape[0]
     n_blocks = (n_subj + _LANE_BLOCK - 1) // _LANE_BLOCK
+    h_max = hmax if hmax > 0.0 else math.inf
 
     def block(bk):
-        _lanes_block(bk * _LANE_BLOCK, min(n_subj, (bk + 1) * _LANE_BLOCK), t0, Y0, P, t_out,
-                     ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, hmax,
-                     max_steps, Y_out, status, stats, fstats)
+        n, nl = N_STATES, N_STATES * LANES
+        npx = P.shape[1] + N_DERIVED
+        ctl = np.zeros(1, dtype=np.int64)  # next subject of the block
+        lf = np.zeros((LANES, _LF_N))
+        li = np.zeros((LANES, _LI_N), dtype=np.int64)
+        f1 = [np.zeros(nl) for _ in range(6)]  # yL, ynewL, rateL, uL, fuL, errL
+        KL = np.zeros(RODAS5P_STAGES * nl)
+        JvL, WvL = np.zeros(JAC_NNZ * LANES), np.zeros(LU_NNZ * LANES)
+        pL, Pl = np.zeros(npx * LANES), np.zeros((LANES, npx))
+        ron, tL, hL, cL, ihL = (np.zeros(LANES) for _ in range(5))
+        codeL = np.zeros(LANES, dtype=np.int64)
+        ys, ynews, f0s, fus, us, errs = (np.zeros(n) for _ in range(6))
+        rates = np.zeros(n + 1)
+        Ks = np.zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
+        dense = np.zeros((3, n))
+        yL, ynewL, rateL, uL, fuL, errL = f1
+        args = (bk * _LANE_BLOCK, min(n_subj, (bk + 1) * _LANE_BLOCK), t0, Y0, P, t_out, ev_ptr,
+                ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out,
+                status, stats, fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL,
+                WvL, pL, Pl, tL, hL, cL, ihL, codeL, ys, ynews, rates, f0s, fus, us, errs, Ks, dense)
+        dense_work = None
+        code = _lanes_run(0, *args)
+        while code == _LANES_NEED_DENSE:
+            # lanes whose sparse LU refused a pivot take this attempt with the dense pivoted
+            # LU, as solve_subject would (compiled only for models that ever need it)
+            if dense_work is None:
+                dense_work = (np.zeros(n), np.zeros((n, n)), np.zeros((n, n)), np.zeros(JAC_NNZ),
+                              np.zeros(LU_NNZ), np.zeros(n, dtype=np.int64),
+                              np.zeros(_S_LU_FALLBACK + 1, dtype=np.int64))
+            for l in range(LANES):
+                if li[l, _LI_ACTIVE] != 0 and codeL[l] == 1:
+                    _lane_dense_attempt(l, li[l, _LI_SUBJ], tL, hL, yL, rateL, ron, Pl, KL, ynewL,
+                                        errL, codeL, stats, ys, ynews, rates, f0s, fus, us, errs,
+                                        Ks, *dense_work)
+            code = _lanes_run(1, *args)
 
     threads = min(get_num_threads(), n_blocks)
     if threads <= 1:
@@ -1212,56 +1173,107 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
             pass
 
 
-@kernel_alloc
-def _lanes_block(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
-                 rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
-    """Work arrays for one block of subjects, then _lanes_run over them."""
+_LANES_DONE = 0
+_LANES_NEED_DENSE = 1
+
+
+@kernel
+def _lane_dense_attempt(l, s, tL, hL, yL, rateL, ron, Pl, KL, ynewL, errL, codeL, stats, ys,
+                        ynews, rates, f0s, fus, us, errs, Ks, dT, J, W, Jvs, Wvs, piv, nostats):
+    """Lane l's attempt as _rodas_prepare + _rodas_step (dense pivoted LU after the sparse one
+    refuses a pivot), written back into the lane arrays; codeL[l] = 2, or 3 if W is singular.
+    The prepare's counts are _lanes_run's to make (nostats takes them)."""
     n = N_STATES
     nl = n * LANES
-    npx = P.shape[1] + N_DERIVED
-    h_max = hmax if hmax > 0.0 else math.inf
-    lf = np.zeros((LANES, _LF_N))
-    li = np.zeros((LANES, _LI_N), dtype=np.int64)
-    yL = np.zeros(nl)
-    ynewL = np.zeros(nl)
-    rateL = np.zeros(nl)
-    ron = np.zeros(LANES)
-    KL = np.zeros(RODAS5P_STAGES * nl)
-    uL = np.zeros(nl)
-    fuL = np.zeros(nl)
-    errL = np.zeros(nl)
-    JvL = np.zeros(JAC_NNZ * LANES)
-    WvL = np.zeros(LU_NNZ * LANES)
-    pL = np.zeros(npx * LANES)
-    Pl = np.zeros((LANES, npx))
-    tL = np.zeros(LANES)
-    hL = np.ones(LANES)
-    cL = np.zeros(LANES)
-    ihL = np.zeros(LANES)
-    codeL = np.zeros(LANES, dtype=np.int64)
-    # one subject's work arrays, for what a lane does alone (start step, events, outputs,
-    # a step whose sparse LU refused a pivot)
-    ys = np.zeros(n)
-    ynews = np.zeros(n)
-    rates = np.zeros(n + 1)
-    f0s = np.zeros(n)
-    fus = np.zeros(n)
-    us = np.zeros(n)
-    errs = np.zeros(n)
-    dT = np.zeros(n)
-    Ks = np.zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
-    J = np.zeros((n, n))
-    W = np.zeros((n, n))
-    Jvs = np.zeros(JAC_NNZ)
-    Wvs = np.zeros(LU_NNZ)
-    piv = np.zeros(n, dtype=np.int64)
-    dense = np.zeros((3, n))
-    nostats = np.zeros(_S_LU_FALLBACK + 1, dtype=np.int64)
-    _lanes_run(s_begin, s_end, t0, Y0, P, t_out,
-               ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, h_max,
-               max_steps, Y_out, status, stats, fstats, lf, li, yL, ynewL, rateL, ron, KL,
-               uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL, codeL, ys, ynews, rates, f0s,
-               fus, us, errs, dT, Ks, J, W, Jvs, Wvs, piv, dense, nostats)
+    _lane_get(l, yL, ys)
+    _lane_get(l, rateL, rates)
+    rates[n] = ron[l]
+    _rodas_prepare(tL[l], ys, Pl[l], rates, J, Jvs, dT, f0s, fus, nostats)
+    code = _rodas_step(tL[l], hL[l], ys, Pl[l], rates, f0s, J, Jvs, dT, W, Wvs, piv, Ks, us, fus,
+                       ynews, errs, stats[s])
+    _lane_put(l, ynews, ynewL)
+    _lane_put(l, errs, errL)
+    for j in range(RODAS5P_STAGES):
+        for i in range(n):
+            KL[j * nl + i * LANES + l] = Ks[j, i]
+    codeL[l] = 3 if code != 0 else 2
+
+
+@kernel
+def _lanes_run(resume, s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+               ev_value, rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats, ctl, lf,
+               li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL,
+               codeL, ys, ynews, rates, f0s, fus, us, errs, Ks, dense):
+    """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the block's work
+    arrays (compiled without numba's runtime, so the many array views cost no reference
+    counting). Returns _LANES_DONE, or _LANES_NEED_DENSE after an attempt in which some lane's
+    sparse LU refused a pivot (codeL[l] == 1): the caller runs _lane_dense_attempt for those
+    lanes and calls again with resume = 1, which carries on from that attempt."""
+    n = N_STATES
+    if resume == 0:
+        nxt = s_begin
+        for l in range(LANES):
+            if nxt < s_end:
+                _lane_start(l, nxt, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                            ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL, Y_out, stats,
+                            fstats, ys, rates)
+                nxt += 1
+        ctl[0] = nxt
+    attempt_done = resume != 0
+    while True:
+        if not attempt_done:
+            n_active = 0
+            any_on = False
+            for l in range(LANES):
+                while li[l, _LI_ACTIVE] != 0:
+                    s = li[l, _LI_SUBJ]
+                    a = ev_ptr[s]
+                    b = ev_ptr[s + 1]
+                    r = _lane_to_attempt(l, lf, li, t_out, ev_time[a:b], ev_kind[a:b],
+                                         ev_state[a:b], ev_value[a:b], Y0[s], rtol, atol, h_max,
+                                         max_steps, yL, rateL, ron, Pl[l], pL, Y_out[s], stats[s],
+                                         ys, rates, f0s, fus, us)
+                    if r == _LANE_ATTEMPT:
+                        n_active += 1
+                        hL[l] = lf[l, _LF_HTRY]
+                        tL[l] = lf[l, _LF_T]
+                        if ron[l] != 0.0:
+                            any_on = True
+                        break
+                    _lane_finish(l, lf, li, Y_out, fstats, status)
+                    if ctl[0] < s_end:
+                        _lane_start(l, ctl[0], t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind,
+                                    ev_state, ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL,
+                                    Y_out, stats, fstats, ys, rates)
+                        ctl[0] += 1
+            if n_active == 0:
+                return _LANES_DONE
+            _lane_attempt(tL, hL, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL, cL, ihL,
+                          codeL, ynewL, errL)
+            for l in range(LANES):
+                if li[l, _LI_ACTIVE] != 0 and codeL[l] != 0:
+                    return _LANES_NEED_DENSE
+        attempt_done = False
+        for l in range(LANES):
+            if li[l, _LI_ACTIVE] == 0:
+                continue
+            s = li[l, _LI_SUBJ]
+            st = stats[s]
+            if li[l, _LI_HAVEJAC] == 0:  # counted as _rodas_prepare counts
+                st[_S_RHS] += 1
+                st[_S_JAC] += 1
+                li[l, _LI_HAVEJAC] = 1
+            code = codeL[l]
+            if code == 0:  # the sparse LU and 7 more right-hand sides, as _rodas_step counts
+                st[_S_LU] += 1
+                st[_S_RHS] += RODAS5P_STAGES - 1
+            # (codes 2/3: _lane_dense_attempt's _rodas_step counted them)
+            if code == 3:
+                err_norm = math.inf
+            else:
+                err_norm = _lane_error_norm(l, errL, yL, ynewL, atol, rtol)
+            _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, Y_out[s], st,
+                                fstats[s], ys, ynews, Ks, dense)
 
 
 @kernel_parallel
