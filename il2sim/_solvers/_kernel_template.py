@@ -1072,9 +1072,7 @@ def _lane_start(l, s, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_v
     li[l, _LI_IO] = 0
     li[l, _LI_NEEDH] = 1 if not (h0 > 0.0) else 0
     lf[l, _LF_H] = min(h0 if h0 > 0.0 else 0.0, h_max)
-    if t_out.shape[0] == 0:
-        li[l, _LI_STATUS] = OK
-        li[l, _LI_IO] = 0
+    if t_out.shape[0] == 0:  # nothing to record: _lanes_run finishes the subject at once
         return
     a = ev_ptr[s]
     b = ev_ptr[s + 1]

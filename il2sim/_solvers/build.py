@@ -117,57 +117,47 @@ def stage_source() -> str:
 
     out = ["# Generated from il2sim/_solvers/tableaus.py by build.stage_source().", ""]
 
-    def branches(name: str, args: str, doc: str, stages: range, body) -> None:
+    def branches(name: str, args: str, doc: str, stages: range, body, loops=("for i in range(N_STATES):",),
+                 prelude=(), inner=()) -> None:
         out.extend(["@kernel_inline", f"def {name}({args}):", f'    """{doc}"""'])
+        out.extend(f"    {line}" for line in prelude)
         for q, st in enumerate(stages):
             out.append(f"    {'if' if q == 0 else 'elif'} s == {st}:")
-            out.append("        for i in range(N_STATES):")
-            out.append(f"            {body(st)}")
+            out.extend("    " * (d + 2) + loop for d, loop in enumerate(loops))
+            out.extend("    " * (len(loops) + 2) + line for line in (*inner, body(st)))
         out.extend(["", ""])
 
-    def rodas_u(st: int) -> str:
+    def rodas_u(st: int, kj) -> str:  # kj(j): the text of k_j's entry for the current state
         if RODAS5P_U_FROM_PREV[st]:  # the previous stage point plus k_{s-1}
-            return f"u[i] += K[{st - 1}, i]"
-        terms = _sum([(RODAS5P_A[st, j], f"K[{j}, i]") for j in range(st)])
+            return f"u[i] += {kj(st - 1)}"
+        terms = _sum([(RODAS5P_A[st, j], kj(j)) for j in range(st)])
         return f"u[i] = y[i] + {terms}" if terms != "0.0" else "u[i] = y[i]"
 
-    def rodas_k(st: int) -> str:
-        return f"K[{st}, i] = fu[i] + ({_sum([(RODAS5P_CM[st, j], f'K[{j}, i]') for j in range(st)])}) * inv_h"
+    def rodas_k(st: int, kj, x: str, inv_h: str) -> str:
+        return f"{kj(st)} = fu[{x}] + ({_sum([(RODAS5P_CM[st, j], kj(j)) for j in range(st)])}) * {inv_h}"
 
     def tsit5_u(st: int) -> str:
         return f"u[i] = y[i] + h * ({_sum([(TSIT5_A[st, j], f'K[{j}, i]') for j in range(st)])})"
 
+    def k_scalar(j: int) -> str:
+        return f"K[{j}, i]"
+
+    rodas = range(1, RODAS5P_STAGES)
     branches("_rodas_u", "s, y, K, u", "Rodas5P stage point u = y + sum_j a[s, j] k_j (s >= 1).",
-             range(1, RODAS5P_STAGES), rodas_u)
+             rodas, lambda st: rodas_u(st, k_scalar))
     branches("_rodas_k", "s, inv_h, fu, K", "Rodas5P k_s = f(u) + sum_j C[s, j] k_j / h (s >= 1).",
-             range(1, RODAS5P_STAGES), rodas_k)
+             rodas, lambda st: rodas_k(st, k_scalar, "i", "inv_h"))
     branches("_tsit5_u", "s, h, y, K, u", "Tsit5 stage point u = y + h sum_j a[s, j] K[j] (s >= 1).",
              range(1, TSIT5_STAGES), tsit5_u)
     # the same Rodas5P sums over LANES subjects, state i of lane l at [i*LANES + l], stage j
     # at offset j*N_STATES*LANES (the cohort path, see _lanes_run in the kernel template)
-    def rodas_u_lanes(st: int) -> str:
-        if RODAS5P_U_FROM_PREV[st]:
-            return f"u[i] += K[{st - 1} * nl + i]"
-        terms = _sum([(RODAS5P_A[st, j], f"K[{j} * nl + i]") for j in range(st)])
-        return f"u[i] = y[i] + {terms}" if terms != "0.0" else "u[i] = y[i]"
-
-    out.extend(["@kernel_inline", "def _rodas_u_L(s, y, K, u):",
-                '    """_rodas_u for every lane."""', "    nl = N_STATES * LANES"])
-    for q, st in enumerate(range(1, RODAS5P_STAGES)):
-        out.append(f"    {'if' if q == 0 else 'elif'} s == {st}:")
-        out.append("        for i in range(nl):")
-        out.append(f"            {rodas_u_lanes(st)}")
-    out.extend(["", ""])
-    out.extend(["@kernel_inline", "def _rodas_k_L(s, inv_h, fu, K):",
-                '    """_rodas_k for every lane (inv_h[l] per lane)."""', "    nl = N_STATES * LANES"])
-    for q, st in enumerate(range(1, RODAS5P_STAGES)):
-        terms = _sum([(RODAS5P_CM[st, j], f"K[{j} * nl + k]") for j in range(st)])
-        out.append(f"    {'if' if q == 0 else 'elif'} s == {st}:")
-        out.append("        for i in range(N_STATES):")
-        out.append("            for l in range(LANES):")
-        out.append("                k = i * LANES + l")
-        out.append(f"                K[{st} * nl + k] = fu[k] + ({terms}) * inv_h[l]")
-    out.extend(["", ""])
+    branches("_rodas_u_L", "s, y, K, u", "_rodas_u for every lane.", rodas,
+             lambda st: rodas_u(st, lambda j: f"K[{j} * nl + i]"), ("for i in range(nl):",),
+             ("nl = N_STATES * LANES",))
+    branches("_rodas_k_L", "s, inv_h, fu, K", "_rodas_k for every lane (inv_h[l] per lane).", rodas,
+             lambda st: rodas_k(st, lambda j: f"K[{j} * nl + k]", "k", "inv_h[l]"),
+             ("for i in range(N_STATES):", "for l in range(LANES):"), ("nl = N_STATES * LANES",),
+             ("k = i * LANES + l",))
     out.extend(["@kernel", "def _tsit5_err(h, K, err):", '    """Tsit5 error estimate h sum_j b_err[j] K[j]."""',
                 "    for i in range(N_STATES):",
                 f"        err[i] = h * ({_sum([(TSIT5_B_ERR[j], f'K[{j}, i]') for j in range(TSIT5_STAGES)])})",
