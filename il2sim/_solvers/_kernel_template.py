@@ -780,11 +780,12 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
 # _rodas_u_L, _rodas_k_L) do the arithmetic of one Rodas5P attempt for all lanes in one
 # unrolled pass. Each lane keeps its own time, step size, events, outputs and status, and runs
 # the control logic of _integrate unchanged (below, split at the step attempt), so a subject's
-# result does not depend on which lane or which other subjects it ran with: it is the same,
-# to the last bit, as solve_subject's (tests check this). Independent subjects interleaved this
-# way keep the processor's arithmetic units busy where one subject's dependency chains (the
-# LU solves, the right-hand side) leave them idle: about 1.5x the throughput on one core.
-# Used for adaptive Rodas5P with the generated sparse LU and a right-hand side that does not
+# result does not depend on which lane or which other subjects it ran with (bit for bit), and
+# it takes solve_subject's steps with solve_subject's trajectory up to rounding (the compiler
+# may fuse multiply-adds differently in the two builds); tests/test_lanes.py checks both.
+# Independent subjects interleaved this way keep the processor's arithmetic units busy where
+# one subject's dependency chains (the LU solves, the right-hand side) leave them idle:
+# 1.4-1.85x the throughput on one core (benchmarks/bench_lanes.py). Used for adaptive Rodas5P with the generated sparse LU and a right-hand side that does not
 # read t (then f_t = 0); anything else goes through solve_subject.
 
 # per-lane float state
