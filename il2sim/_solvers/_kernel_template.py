@@ -327,21 +327,30 @@ def _f(t, y, p, rate, out, stats):
 # --- error norm and step-size controller (independent of the method) ---------------------
 
 
-@kernel
-def _error_norm(err, y, ynew, atol, rtol):
-    """RMS of err_i / (atol_i + rtol*max(|y_i|, |ynew_i|)); inf if anything is not finite."""
+@kernel_inline
+def _error_norm_at(off, stride, err, y, ynew, atol, rtol):
+    """RMS of err_i / (atol_i + rtol*max(|y_i|, |ynew_i|)) over the states stored at
+    off + i*stride (one subject: 0, 1; lane l of a lane group: l, LANES); inf if anything is
+    not finite."""
     s = 0.0
     for i in range(N_STATES):
-        sc = atol[i] + rtol * max(abs(y[i]), abs(ynew[i]))
-        r = err[i] / sc
+        k = off + i * stride
+        sc = atol[i] + rtol * max(abs(y[k]), abs(ynew[k]))
+        r = err[k] / sc
         s += r * r
     s = math.sqrt(s / max(N_STATES, 1))
     if not (s <= 1.7976931348623157e308):  # NaN or inf (also from a non-finite ynew)
         return math.inf
     for i in range(N_STATES):
-        if not (abs(ynew[i]) <= 1.7976931348623157e308):
+        if not (abs(ynew[off + i * stride]) <= 1.7976931348623157e308):
             return math.inf
     return s
+
+
+@kernel
+def _error_norm(err, y, ynew, atol, rtol):
+    """_error_norm_at for one subject's contiguous vectors."""
+    return _error_norm_at(0, 1, err, y, ynew, atol, rtol)
 
 
 @kernel
@@ -828,24 +837,6 @@ def _lane_put(l, v, a):
         a[i * LANES + l] = v[i]
 
 
-@kernel_inline
-def _lane_error_norm(l, err, y, ynew, atol, rtol):
-    """_error_norm of lane l (same operations in the same order)."""
-    s = 0.0
-    for i in range(N_STATES):
-        k = i * LANES + l
-        sc = atol[i] + rtol * max(abs(y[k]), abs(ynew[k]))
-        r = err[k] / sc
-        s += r * r
-    s = math.sqrt(s / max(N_STATES, 1))
-    if not (s <= 1.7976931348623157e308):
-        return math.inf
-    for i in range(N_STATES):
-        if not (abs(ynew[i * LANES + l]) <= 1.7976931348623157e308):
-            return math.inf
-    return s
-
-
 @kernel
 def _lane_add_rate(out, rateL, on):
     """out += rate for the lanes whose input rates are on (``_f`` for lanes)."""
@@ -1270,7 +1261,7 @@ def _lanes_run(resume, s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kin
             if code == 3:
                 err_norm = math.inf
             else:
-                err_norm = _lane_error_norm(l, errL, yL, ynewL, atol, rtol)
+                err_norm = _error_norm_at(l, LANES, errL, yL, ynewL, atol, rtol)
             _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, Y_out[s], st,
                                 fstats[s], ys, ynews, Ks, dense)
 
