@@ -196,6 +196,11 @@ class _Printer(PythonCodePrinter):
     def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
         if self.fast_pow and not expr.exp.is_Number:
             return f"_powp({self._print(expr.base)}, {self._print(expr.exp)})"
+        if expr.exp.is_Integer and expr.exp < -1:
+            # 1/x**k, not x**-k: numba raises ZeroDivisionError for 0.0**-k whatever the error
+            # model (inf is what the solver's checks expect), and the raise keeps a loop over
+            # lanes from being vectorised. Same number: numba computes x**-k as 1/x**k.
+            return "1/" + self._print(sympy.Pow(expr.base, -expr.exp, evaluate=False))
         return super()._print_Pow(expr, rational=rational)
 
     def _print_Symbol(self, expr: sympy.Symbol) -> str:
@@ -444,8 +449,12 @@ class _Generator:
 
 
 # x**n for a run-time exponent n (a Hill coefficient, fixed per subject, so the branch is always
-# predicted): products for n = 1, 2, 3, 4, the exponents models use, else pow. x*x is the
-# correctly rounded square, as pow's; x*x*x and (x*x)**2 are within 2 ulp of it.
+# predicted): products for n = 1, 2, 3, 4, the exponents models use, 1 for n = 0 (the
+# Jacobian's x**(n - 1) at n = 1), else pow. x*x is the correctly rounded square, as pow's;
+# x*x*x and (x*x)**2 are within 2 ulp of it; pow(x, 0) is 1 for every x, NaN included.
+# _powi is _powp for n in 0..4 only, without the pow: the lane functions use it when every
+# lane's exponents are such (_powi_ok), because in a loop over lanes the compiler turns
+# _powp's branches into selects and so calls the scalar pow for every lane (most of rhs_L's time).
 _POWP = [
     "@kernel",
     "def _powp(x, n):",
@@ -458,7 +467,28 @@ _POWP = [
     "    if n == 4.0:",
     "        x2 = x * x",
     "        return x2 * x2",
+    "    if n == 0.0:",
+    "        return 1.0",
     "    return x**n",
+    "",
+    "",
+    "@kernel_inline",
+    "def _powi(x, n):",
+    "    x2 = x * x",
+    "    if n == 2.0:",
+    "        return x2",
+    "    if n == 1.0:",
+    "        return x",
+    "    if n == 3.0:",
+    "        return x2 * x",
+    "    if n == 4.0:",
+    "        return x2 * x2",
+    "    return 1.0",
+    "",
+    "",
+    "@kernel_inline",
+    "def _powi_ok(n):",
+    "    return n == 0.0 or n == 1.0 or n == 2.0 or n == 3.0 or n == 4.0",
     "",
     "",
 ]
@@ -632,17 +662,19 @@ def _sparse_linear_algebra(n: int, positions: list[tuple[int, int]], jac_lines: 
 
 
 def lanes_for(n: int, jac_nnz: int, lu_nnz: int) -> int:
-    """Subjects side by side in the cohort path (the kernel template's ``_lanes_run``): enough
-    independent arithmetic to fill the processor's pipelines, few enough that a lane group's
-    values stay in registers and L1. A power of two near 1200 / (states + Jacobian non-zeros
-    + LU non-zeros), within 4..16, fitted on one core of the project's machine: the 12-state
-    benchmark model (size 69) ran fastest with 16 lanes (1.33 ms/subject; 8: 1.55, 4: 1.8,
-    32: 1.38), the 24-state library (size 177) with 4 (36 ms; 2: 39, 8: 45, 16: 43)."""
+    """Subjects side by side in the cohort path (the kernel template's ``_lanes_run``).
+
+    The lane functions are loops over the lanes that LLVM turns into SIMD vectors, and it does
+    so only for loops of at least 16 iterations (below that the run-time alias checks do not
+    pay). 32 lanes fill the pipelines best while a lane group's work arrays stay in L2: on one
+    core of the project's machine (AMD EPYC, AVX-512) the 12-state benchmark model (size
+    states + Jacobian non-zeros + LU non-zeros = 69) ran at 0.94 / 0.79 / 0.84 ms per subject
+    with 16 / 32 / 64 lanes, the 24-state library (size 177) at 29 / 24 / 24 ms (4 lanes, not
+    vectorised: 39 ms). Models much larger than these (size > 400) take 16, an estimate: a
+    lane's work arrays hold (8 + 6) * states + Jacobian and LU non-zeros values, and half the
+    lanes keep a larger model's group near the same footprint."""
     size = max(n + jac_nnz + lu_nnz, 1)
-    lanes = 4
-    while lanes < 16 and 2 * lanes <= 1200 / size:
-        lanes *= 2
-    return lanes
+    return 32 if size <= 400 else 16
 
 
 def _lane_version(signature: str, body: list[str], lanes: int, arrays: tuple[str, ...],
@@ -652,7 +684,7 @@ def _lane_version(signature: str, body: list[str], lanes: int, arrays: tuple[str
     one loop over the lanes. The arithmetic of each lane is the scalar function's, statement
     for statement. ``fail``: the factorisation's ``return 1`` (a refused pivot) sets
     ``code[_l] = 1`` instead, and ``return 0`` sets 0, so the other lanes carry on."""
-    out = ["for _l in range(LANES):"] + (["    _fail = 0"] if fail else [])
+    loop = ["for _l in range(LANES):"] + (["    _fail = 0"] if fail else [])
     for line in body:
         for a in arrays:
             line = re.sub(rf"\b{a}\[(\d+)\]", lambda m, a=a: f"{a}[{int(m.group(1)) * lanes} + _l]", line)
@@ -660,8 +692,40 @@ def _lane_version(signature: str, body: list[str], lanes: int, arrays: tuple[str
             line = re.sub(rf"\b{name}\b(?!\[)", f"{name}[_l]", line)
         if fail:
             line = line.replace("return 1", "_fail = 1").replace("return 0", "code[_l] = _fail")
-        out.append("    " + line)
+        loop.append("    " + line)
+    exponents = _powp_exponents(loop)
+    if not exponents or not all(re.fullmatch(r"p\[\d+ \+ _l\]", e) for e in exponents):
+        return _Generator.function(signature, loop)
+    # Run-time exponents that are parameters: one loop without pow when every lane's are 0..4.
+    check = " and ".join(f"_powi_ok({e})" for e in sorted(set(exponents)))
+    out = ["_int = True", "for _l in range(LANES):", f"    if not ({check}):", "        _int = False",
+           "if _int:"]
+    out += ["    " + line.replace("_powp(", "_powi(") for line in loop]
+    out += ["else:"] + ["    " + line for line in loop]
     return _Generator.function(signature, out)
+
+
+def _powp_exponents(lines: list[str]) -> list[str]:
+    """The exponent (last argument) of every ``_powp(...)`` call in ``lines``, as text."""
+    found = []
+    for line in lines:
+        start = line.find("_powp(")
+        while start >= 0:
+            depth, i, last = 0, start + len("_powp("), start + len("_powp(")
+            while True:
+                c = line[i]
+                if c == "(":
+                    depth += 1
+                elif c == ")":
+                    if depth == 0:
+                        break
+                    depth -= 1
+                elif c == "," and depth == 0:
+                    last = i + 1
+                i += 1
+            found.append(line[last:i].strip())
+            start = line.find("_powp(", i)
+    return found
 
 
 def _costly(e: sympy.Expr) -> bool:

@@ -271,6 +271,72 @@ def test_run_time_exponents_go_through_powp(compiled):
         check_kernel_functions(m, random_points(model, 4, seed=int(n * 10)), q)
 
 
+def test_lane_functions_without_pow_when_every_exponent_is_a_small_integer(tmp_path):
+    """rhs_L and jac_nz_L run a loop without pow (``_powi``) when every lane's run-time
+    exponents are 0..4, the general loop (``_powp``) otherwise; either way each lane gets the
+    scalar functions' numbers, and _powi is _powp to the bit for those exponents. (The test
+    model without its dependence on t, which keeps a model out of the lane path.)"""
+    path = tmp_path / "autonomous.toml"
+    path.write_text(MODEL.replace("exp(-t / 50)", "exp(-B / 50)").replace("where(t > 2, 1, 0)", "0.5"))
+    compiled = compile_model(load_model(path), cache_dir=tmp_path / "cache")
+    m, model = compiled.module, compiled.model
+    assert m._LANES_OK
+    src = compiled.path.read_text()
+    rhs_L = src.split("def rhs_L(")[1].split("@kernel")[0]
+    assert "if _int:" in rhs_L and "_powi(" in rhs_L and "_powp(" in rhs_L
+    x = np.array([0.0, -0.0, 1e-300, 3e-8, 0.37, 1.0, 2.5, 7.3e5, 1e300, -1.7, np.inf, np.nan])
+    for n in (0.0, 1.0, 2.0, 3.0, 4.0):
+        assert m._powi_ok(n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.testing.assert_array_equal([m._powi(v, n) for v in x], [m._powp(v, n) for v in x])
+    assert not any(m._powi_ok(n) for n in (-1.0, 0.5, 2.5, 5.0, 1.0000000001, np.nan))
+    L, n_states = m.LANES, m.N_STATES
+    points = random_points(model, L, seed=21)
+    tL = np.array([t for t, _ in points])
+    yL = np.ascontiguousarray(np.array([y for _, y in points]).T.ravel())
+    p = model.default_parameters()
+    i_n = model.parameter_names.index("n")
+    for exps in ([2.0] * L, [1.0 + l % 4 for l in range(L)], [2.0] * (L - 1) + [2.5]):
+        Q = []
+        for e in exps:
+            q = p.copy()
+            q[i_n] = e
+            Q.append(extended(m, q))
+        Q = np.array(Q)
+        dyL, JvL = np.full(n_states * L, np.nan), np.full(m.JAC_NNZ * L, np.nan)
+        m.rhs_L(tL, yL, np.ascontiguousarray(Q.T.ravel()), dyL)
+        m.jac_nz_L(tL, yL, np.ascontiguousarray(Q.T.ravel()), JvL)
+        for l, (t, y) in enumerate(points):
+            a, v = np.empty(n_states), np.empty(m.JAC_NNZ)
+            m.rhs_k(t, y, Q[l], a)
+            m.jac_nz_k(t, y, Q[l], v)
+            np.testing.assert_allclose(dyL.reshape(n_states, L)[:, l], a, rtol=1e-13, atol=1e-300)
+            np.testing.assert_allclose(JvL.reshape(-1, L)[:, l], v, rtol=1e-13, atol=1e-300)
+
+
+def test_negative_integer_powers_divide_instead_of_raising():
+    """x**-k prints as 1/x**k: numba raises ZeroDivisionError for 0.0**-2 under any error
+    model (and the raise keeps a loop over lanes from being vectorised); the division gives
+    inf, the same number elsewhere."""
+    import sympy
+
+    from il2sim._codegen import _Printer
+
+    x, a, b = sympy.symbols("x a b")
+    pr = _Printer({"x": "y[0]", "a": "p[1]", "b": "p[2]"})
+    assert pr.doprint(x**-2) == "1/y[0]**2"
+    assert pr.doprint((a + b) ** -3) == "1/(p[1] + p[2])**3"
+    assert pr.doprint(x**-1) == "1/y[0]"
+    pow_m2 = numba.njit(error_model="numpy")(lambda v: v**-2)
+    div = numba.njit(error_model="numpy")(lambda v: 1 / v**2)
+    with pytest.raises(ZeroDivisionError):
+        pow_m2(0.0)
+    with np.errstate(divide="ignore"):
+        assert div(0.0) == math.inf
+    for v in (3e-8, 0.37, 2.5, 7.3e5):
+        assert div(v) == pow_m2(v)
+
+
 def test_shipped_library_jacobian(tmp_path):
     """The whole shipped model library composes, generates and has a correct Jacobian."""
     import il2sim
@@ -295,6 +361,7 @@ def test_shipped_library_jacobian(tmp_path):
         m.jac(24.0, yr, p, J)
         np.testing.assert_allclose(J, central_differences(m, 24.0, yr, p), rtol=2e-5, atol=1e-7)
     check_kernel_functions(m, [(24.0, y * rng.uniform(0.7, 1.3, y.size) + 0.1) for _ in range(3)], p)
+    assert "**(-" not in c.path.read_text()  # its Jacobian has (EC50**n + C**n)**-2 terms
 
 
 # --- the cache ------------------------------------------------------------------------------

@@ -109,13 +109,13 @@ def _assert_like_solve_subject(m, P, Y0, evs, t_out, Y, st, ct, ft, **kw):
 
 def test_bench_model_runs_in_lanes(bench):
     m = bench.module
-    assert m._LANES_OK and m.LANES == lanes_for(m.N_STATES, m.JAC_NNZ, m.LU_NNZ) == 16
-    assert lanes_for(24, 73, 80) == 4 and lanes_for(2, 3, 3) == 16 and lanes_for(400, 2000, 5000) == 4
+    assert m._LANES_OK and m.LANES == lanes_for(m.N_STATES, m.JAC_NNZ, m.LU_NNZ) == 32
+    assert lanes_for(24, 73, 80) == 32 and lanes_for(2, 3, 3) == 32 and lanes_for(400, 2000, 5000) == 16
 
 
 def test_lane_cohort_matches_solve_subject(bench):
-    """37 subjects (two blocks, lanes refilled as subjects finish) over 10 days with events of
-    every kind in subject 5."""
+    """37 subjects (more than LANES: lanes are refilled as subjects finish) over 10 days with
+    events of every kind in subject 5."""
     m, model = bench.module, bench.model
     P, Y0, evs, t_out = _cohort(m, model, 37, 10)
     Y, st, ct, ft = _solve_cohort(m, P, Y0, evs, t_out)

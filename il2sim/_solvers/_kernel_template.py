@@ -212,7 +212,7 @@ if not _LANES_OK:
     def lu_solve_L(Wv, b):
         return
 
-_LANE_BLOCK = 4 * LANES  # subjects per thread task of the lane path
+_LANE_BLOCK = 4 * LANES  # most subjects per thread task of the lane path
 
 
 # --- small linear algebra (dense LU with partial pivoting, in place) ----------------------
@@ -1091,7 +1091,7 @@ def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, e
     """solve_subject for every subject in parallel; subject i's events are ev_*[ev_ptr[i]:ev_ptr[i+1]].
 
     Adaptive Rodas5P runs LANES subjects at a time where the model allows (``_LANES_OK``),
-    in blocks of ``_LANE_BLOCK`` subjects per thread, with the results of solve_subject up to
+    in blocks of up to ``_LANE_BLOCK`` subjects per thread, with the results of solve_subject up to
     rounding (the same steps). A plain Python switch, so that only the path used is compiled.
     """
     if _LANES_OK and method == METHOD_RODAS and adaptive != 0:
@@ -1104,16 +1104,18 @@ def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, e
 
 def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol,
                         atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
-    """The lane path of solve_cohort: blocks of _LANE_BLOCK subjects on numba's thread count
-    (``numba.get_num_threads()``) of Python threads; the blocks run without the GIL. (Plain
-    threads instead of a prange loop: numba's parallel machinery would add seconds of compile
-    time to every model for no gain on independent blocks.)"""
+    """The lane path of solve_cohort: blocks of up to _LANE_BLOCK subjects (fewer when that
+    leaves a thread without a block) on numba's thread count (``numba.get_num_threads()``) of
+    Python threads; the blocks run without the GIL. (Plain threads instead of a prange loop:
+    numba's parallel machinery would add seconds of compile time to every model for no gain
+    on independent blocks.) A subject's results do not depend on the blocks."""
     from concurrent.futures import ThreadPoolExecutor
 
     from numba import get_num_threads
 
     n_subj = Y0.shape[0]
-    n_blocks = (n_subj + _LANE_BLOCK - 1) // _LANE_BLOCK
+    per_block = max(LANES, min(_LANE_BLOCK, -(-n_subj // get_num_threads())))
+    n_blocks = (n_subj + per_block - 1) // per_block
     h_max = hmax if hmax > 0.0 else math.inf
 
     def block(bk):
@@ -1133,7 +1135,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         Ks = np.zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
         dense = np.zeros((3, n))
         yL, ynewL, rateL, uL, fuL, errL = f1
-        args = (bk * _LANE_BLOCK, min(n_subj, (bk + 1) * _LANE_BLOCK), t0, Y0, P, t_out, ev_ptr,
+        args = (bk * per_block, min(n_subj, (bk + 1) * per_block), t0, Y0, P, t_out, ev_ptr,
                 ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out,
                 status, stats, fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL,
                 WvL, pL, Pl, tL, hL, cL, ihL, codeL, ys, ynews, rates, f0s, fus, us, errs, Ks, dense)
