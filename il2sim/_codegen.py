@@ -427,8 +427,6 @@ class _Generator:
         rhs_body = self.output_lines(rhs_needed, outs) + self.assignments(
             [f"dy[{i}]" for i in range(len(self.y))], odes)
         lines += self.function("rhs_k(t, y, p, dy)", rhs_body)
-        if lanes:
-            lines += _lane_version("rhs_L(t, y, p, dy)", rhs_body, lanes, ("y", "p", "dy"), ("t",))
         lines += self.function(
             "jac_k(t, y, p, J)",
             ["for _i in range(N_STATES):", "    for _j in range(N_STATES):", "        J[_i, _j] = 0.0"]
@@ -439,7 +437,19 @@ class _Generator:
             [f"Jv[{k}]" for k in range(len(targets))], jac_entries)
         lines += self.function("jac_nz_k(t, y, p, Jv)", jac_nz_body)
         if lanes:
-            lines += _lane_version("jac_nz_L(t, y, p, Jv)", jac_nz_body, lanes, ("y", "p", "Jv"), ("t",))
+            # In a loop over lanes LLVM turns _powp's branches into selects and calls the scalar
+            # pow for every lane (most of rhs_L's time). Where every run-time exponent is a
+            # parameter, the lane functions use _powi (no pow; exact for exponents 0..4) and
+            # LANE_POW_EXPONENTS lists those parameters: solve_cohort takes the lane path only
+            # for cohorts whose values there are all 0..4 (_lane_exponents_ok).
+            exponents = sorted({e for e in _powp_exponents(rhs_body + jac_nz_body)})
+            plain = all(re.fullmatch(r"p\[\d+\]", e) for e in exponents)
+            powf = "_powi" if plain else "_powp"
+            lines += _lane_version("rhs_L(t, y, p, dy)", rhs_body, lanes, ("y", "p", "dy"), ("t",), powf=powf)
+            lines += _lane_version("jac_nz_L(t, y, p, Jv)", jac_nz_body, lanes, ("y", "p", "Jv"), ("t",),
+                                   powf=powf)
+            indices = tuple(sorted(int(e[2:-1]) for e in exponents)) if plain else ()
+            lines += [f"LANE_POW_EXPONENTS = {indices!r}", "", ""]
         self.printer.fast_pow = False
         return lines
 
@@ -452,9 +462,8 @@ class _Generator:
 # predicted): products for n = 1, 2, 3, 4, the exponents models use, 1 for n = 0 (the
 # Jacobian's x**(n - 1) at n = 1), else pow. x*x is the correctly rounded square, as pow's;
 # x*x*x and (x*x)**2 are within 2 ulp of it; pow(x, 0) is 1 for every x, NaN included.
-# _powi is _powp for n in 0..4 only, without the pow: the lane functions use it when every
-# lane's exponents are such (_powi_ok), because in a loop over lanes the compiler turns
-# _powp's branches into selects and so calls the scalar pow for every lane (most of rhs_L's time).
+# _powi is _powp for n in 0..4 only, without the pow, for the lane functions (see
+# LANE_POW_EXPONENTS); _powi_ok(n) says whether n is such an exponent.
 _POWP = [
     "@kernel",
     "def _powp(x, n):",
@@ -678,13 +687,14 @@ def lanes_for(n: int, jac_nnz: int, lu_nnz: int) -> int:
 
 
 def _lane_version(signature: str, body: list[str], lanes: int, arrays: tuple[str, ...],
-                  scalars: tuple[str, ...] = (), fail: bool = False) -> list[str]:
+                  scalars: tuple[str, ...] = (), fail: bool = False, powf: str = "_powp") -> list[str]:
     """The generated function ``body`` for ``lanes`` subjects at once: entry k of each array in
     ``arrays`` becomes ``[k*LANES + _l]``, each name in ``scalars`` an array ``[_l]``, inside
     one loop over the lanes. The arithmetic of each lane is the scalar function's, statement
-    for statement. ``fail``: the factorisation's ``return 1`` (a refused pivot) sets
-    ``code[_l] = 1`` instead, and ``return 0`` sets 0, so the other lanes carry on."""
-    loop = ["for _l in range(LANES):"] + (["    _fail = 0"] if fail else [])
+    for statement, with run-time powers through ``powf``. ``fail``: the factorisation's
+    ``return 1`` (a refused pivot) sets ``code[_l] = 1`` instead, and ``return 0`` sets 0, so
+    the other lanes carry on."""
+    out = ["for _l in range(LANES):"] + (["    _fail = 0"] if fail else [])
     for line in body:
         for a in arrays:
             line = re.sub(rf"\b{a}\[(\d+)\]", lambda m, a=a: f"{a}[{int(m.group(1)) * lanes} + _l]", line)
@@ -692,16 +702,7 @@ def _lane_version(signature: str, body: list[str], lanes: int, arrays: tuple[str
             line = re.sub(rf"\b{name}\b(?!\[)", f"{name}[_l]", line)
         if fail:
             line = line.replace("return 1", "_fail = 1").replace("return 0", "code[_l] = _fail")
-        loop.append("    " + line)
-    exponents = _powp_exponents(loop)
-    if not exponents or not all(re.fullmatch(r"p\[\d+ \+ _l\]", e) for e in exponents):
-        return _Generator.function(signature, loop)
-    # Run-time exponents that are parameters: one loop without pow when every lane's are 0..4.
-    check = " and ".join(f"_powi_ok({e})" for e in sorted(set(exponents)))
-    out = ["_int = True", "for _l in range(LANES):", f"    if not ({check}):", "        _int = False",
-           "if _int:"]
-    out += ["    " + line.replace("_powp(", "_powi(") for line in loop]
-    out += ["else:"] + ["    " + line for line in loop]
+        out.append("    " + line.replace("_powp(", f"{powf}("))
     return _Generator.function(signature, out)
 
 

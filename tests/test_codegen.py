@@ -271,47 +271,62 @@ def test_run_time_exponents_go_through_powp(compiled):
         check_kernel_functions(m, random_points(model, 4, seed=int(n * 10)), q)
 
 
-def test_lane_functions_without_pow_when_every_exponent_is_a_small_integer(tmp_path):
-    """rhs_L and jac_nz_L run a loop without pow (``_powi``) when every lane's run-time
-    exponents are 0..4, the general loop (``_powp``) otherwise; either way each lane gets the
-    scalar functions' numbers, and _powi is _powp to the bit for those exponents. (The test
-    model without its dependence on t, which keeps a model out of the lane path.)"""
+def test_lane_functions_raise_to_small_integer_exponents_without_pow(tmp_path):
+    """rhs_L and jac_nz_L compute run-time powers with ``_powi`` (products, no pow: in a loop
+    over lanes pow would run for every lane), which is _powp to the bit for exponents 0..4;
+    LANE_POW_EXPONENTS names the parameters (and derived values) they raise to, and
+    _lane_exponents_ok lets a cohort into the lane path only if all are 0..4, also after its
+    parameter events. Each lane gets the scalar functions' numbers. (The test model without its
+    dependence on t, which keeps a model out of the lane path.)"""
     path = tmp_path / "autonomous.toml"
     path.write_text(MODEL.replace("exp(-t / 50)", "exp(-B / 50)").replace("where(t > 2, 1, 0)", "0.5"))
     compiled = compile_model(load_model(path), cache_dir=tmp_path / "cache")
     m, model = compiled.module, compiled.model
     assert m._LANES_OK
     src = compiled.path.read_text()
-    rhs_L = src.split("def rhs_L(")[1].split("@kernel")[0]
-    assert "if _int:" in rhs_L and "_powi(" in rhs_L and "_powp(" in rhs_L
+    for fn in ("rhs_L", "jac_nz_L"):
+        body = src.split(f"def {fn}(")[1].split("@kernel")[0]
+        assert "_powi(" in body and "_powp(" not in body
+    i_n = model.parameter_names.index("n")
+    assert i_n in m.LANE_POW_EXPONENTS and len(m.LANE_POW_EXPONENTS) == 2  # n and n - 1
     x = np.array([0.0, -0.0, 1e-300, 3e-8, 0.37, 1.0, 2.5, 7.3e5, 1e300, -1.7, np.inf, np.nan])
     for n in (0.0, 1.0, 2.0, 3.0, 4.0):
         assert m._powi_ok(n)
         with np.errstate(over="ignore", invalid="ignore"):
             np.testing.assert_array_equal([m._powi(v, n) for v in x], [m._powp(v, n) for v in x])
     assert not any(m._powi_ok(n) for n in (-1.0, 0.5, 2.5, 5.0, 1.0000000001, np.nan))
+
     L, n_states = m.LANES, m.N_STATES
     points = random_points(model, L, seed=21)
     tL = np.array([t for t, _ in points])
     yL = np.ascontiguousarray(np.array([y for _, y in points]).T.ravel())
     p = model.default_parameters()
-    i_n = model.parameter_names.index("n")
-    for exps in ([2.0] * L, [1.0 + l % 4 for l in range(L)], [2.0] * (L - 1) + [2.5]):
-        Q = []
-        for e in exps:
-            q = p.copy()
-            q[i_n] = e
-            Q.append(extended(m, q))
-        Q = np.array(Q)
-        dyL, JvL = np.full(n_states * L, np.nan), np.full(m.JAC_NNZ * L, np.nan)
-        m.rhs_L(tL, yL, np.ascontiguousarray(Q.T.ravel()), dyL)
-        m.jac_nz_L(tL, yL, np.ascontiguousarray(Q.T.ravel()), JvL)
-        for l, (t, y) in enumerate(points):
-            a, v = np.empty(n_states), np.empty(m.JAC_NNZ)
-            m.rhs_k(t, y, Q[l], a)
-            m.jac_nz_k(t, y, Q[l], v)
-            np.testing.assert_allclose(dyL.reshape(n_states, L)[:, l], a, rtol=1e-13, atol=1e-300)
-            np.testing.assert_allclose(JvL.reshape(-1, L)[:, l], v, rtol=1e-13, atol=1e-300)
+    Q = []
+    for l in range(L):
+        q = p.copy()
+        q[i_n] = 1.0 + l % 4
+        Q.append(extended(m, q))
+    Q = np.array(Q)
+    dyL, JvL = np.full(n_states * L, np.nan), np.full(m.JAC_NNZ * L, np.nan)
+    m.rhs_L(tL, yL, np.ascontiguousarray(Q.T.ravel()), dyL)
+    m.jac_nz_L(tL, yL, np.ascontiguousarray(Q.T.ravel()), JvL)
+    for l, (t, y) in enumerate(points):
+        a, v = np.empty(n_states), np.empty(m.JAC_NNZ)
+        m.rhs_k(t, y, Q[l], a)
+        m.jac_nz_k(t, y, Q[l], v)
+        np.testing.assert_allclose(dyL.reshape(n_states, L)[:, l], a, rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(JvL.reshape(-1, L)[:, l], v, rtol=1e-13, atol=1e-300)
+
+    P = np.array([p] * 3)
+    P[:, i_n] = [1.0, 2.0, 4.0]
+    no_events = (np.zeros(4, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    assert m._lane_exponents_ok(P, *no_events)
+    P[1, i_n] = 2.5
+    assert not m._lane_exponents_ok(P, *no_events)
+    P[1, i_n] = 2.0
+    for value, ok in ((3.0, True), (1.5, False)):  # subject 2 changes n on the way
+        events = (np.array([0, 0, 0, 1]), np.array([m.EV_PARAM]), np.array([i_n]), np.array([value]))
+        assert m._lane_exponents_ok(P, *events) is ok
 
 
 def test_negative_integer_powers_divide_instead_of_raising():

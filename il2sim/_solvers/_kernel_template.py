@@ -34,6 +34,10 @@ def kernel_inline(f):  # generated module: as kernel, inlined into its callers (
     return f
 
 
+def kernel_strict(f):  # generated module: as kernel, without fused multiply-adds
+    return f
+
+
 def kernel_alloc(f):  # generated module: numba.njit(cache=True, ...): may allocate (entry points)
     return f
 
@@ -195,6 +199,7 @@ if not _LANES_OK:
         LANES  # noqa: B018, F821
     except NameError:
         LANES = 1
+    LANE_POW_EXPONENTS = ()
 
     @kernel
     def rhs_L(t, y, p, dy):
@@ -327,30 +332,44 @@ def _f(t, y, p, rate, out, stats):
 # --- error norm and step-size controller (independent of the method) ---------------------
 
 
-@kernel_inline
-def _error_norm_at(off, stride, err, y, ynew, atol, rtol):
-    """RMS of err_i / (atol_i + rtol*max(|y_i|, |ynew_i|)) over the states stored at
-    off + i*stride (one subject: 0, 1; lane l of a lane group: l, LANES); inf if anything is
-    not finite."""
+@kernel_strict
+def _error_norm(err, y, ynew, atol, rtol):
+    """RMS of err_i / (atol_i + rtol*max(|y_i|, |ynew_i|)); inf if anything is not finite.
+    Without fused multiply-adds, as _lane_error_norms: the two give the same bits."""
     s = 0.0
     for i in range(N_STATES):
-        k = off + i * stride
-        sc = atol[i] + rtol * max(abs(y[k]), abs(ynew[k]))
-        r = err[k] / sc
+        sc = atol[i] + rtol * max(abs(y[i]), abs(ynew[i]))
+        r = err[i] / sc
         s += r * r
     s = math.sqrt(s / max(N_STATES, 1))
     if not (s <= 1.7976931348623157e308):  # NaN or inf (also from a non-finite ynew)
         return math.inf
     for i in range(N_STATES):
-        if not (abs(ynew[off + i * stride]) <= 1.7976931348623157e308):
+        if not (abs(ynew[i]) <= 1.7976931348623157e308):
             return math.inf
     return s
 
 
-@kernel
-def _error_norm(err, y, ynew, atol, rtol):
-    """_error_norm_at for one subject's contiguous vectors."""
-    return _error_norm_at(0, 1, err, y, ynew, atol, rtol)
+@kernel_strict
+def _lane_error_norms(err, y, ynew, atol, rtol, out):
+    """out[l] = _error_norm of lane l, for every lane: the same operations in the same order
+    for each lane, with the loop over the lanes innermost, so that it runs in SIMD vectors."""
+    for l in range(LANES):
+        out[l] = 0.0
+    for i in range(N_STATES):
+        a = atol[i]
+        for l in range(LANES):
+            k = i * LANES + l
+            sc = a + rtol * max(abs(y[k]), abs(ynew[k]))
+            r = err[k] / sc
+            out[l] += r * r
+    for l in range(LANES):
+        s = math.sqrt(out[l] / max(N_STATES, 1))
+        out[l] = s if s <= 1.7976931348623157e308 else math.inf
+    for i in range(N_STATES):
+        for l in range(LANES):
+            if not (abs(ynew[i * LANES + l]) <= 1.7976931348623157e308):
+                out[l] = math.inf
 
 
 @kernel
@@ -792,10 +811,11 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
 # result does not depend on which lane or which other subjects it ran with (bit for bit), and
 # it takes solve_subject's steps with solve_subject's trajectory up to rounding (the compiler
 # may fuse multiply-adds differently in the two builds); tests/test_lanes.py checks both.
-# Independent subjects interleaved this way keep the processor's arithmetic units busy where
-# one subject's dependency chains (the LU solves, the right-hand side) leave them idle:
-# 1.4-1.85x the throughput on one core (benchmarks/bench_lanes.py). Used for adaptive Rodas5P with the generated sparse LU and a right-hand side that does not
-# read t (then f_t = 0); anything else goes through solve_subject.
+# Each lane function is one loop over the lanes, which LLVM turns into SIMD vectors (it does so
+# for 16 or more iterations; hence 32 lanes, _codegen.lanes_for): 2.2-3.6x the throughput of
+# one subject at a time on one core (benchmarks/bench_lanes.py). Used for adaptive Rodas5P with
+# the generated sparse LU, a right-hand side that does not read t (then f_t = 0) and run-time
+# exponents of 0..4 (_lane_exponents_ok); anything else goes through solve_subject.
 
 # per-lane float state
 _LF_T = 0
@@ -1094,12 +1114,44 @@ def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, e
     in blocks of up to ``_LANE_BLOCK`` subjects per thread, with the results of solve_subject up to
     rounding (the same steps). A plain Python switch, so that only the path used is compiled.
     """
-    if _LANES_OK and method == METHOD_RODAS and adaptive != 0:
+    if _LANES_OK and method == METHOD_RODAS and adaptive != 0 and _lane_exponents_ok(P, ev_ptr, ev_kind,
+                                                                                    ev_state, ev_value):
         _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol,
                             atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
     else:
         _solve_cohort_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
                            ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
+
+
+def _lane_exponents_ok(P, ev_ptr, ev_kind, ev_state, ev_value):
+    """Whether every run-time exponent the lane functions raise to (LANE_POW_EXPONENTS: Hill
+    coefficients, or derived values such as n - 1) is 0, 1, 2, 3 or 4 for every subject, from
+    its parameters and after each of its parameter events: the lane functions compute those
+    powers as products (_powi). Other cohorts go one subject at a time (_powp calls pow)."""
+    if len(LANE_POW_EXPONENTS) == 0:
+        return True
+    idx = np.array(LANE_POW_EXPONENTS)
+    n_par = P.shape[1]
+    q = np.zeros(n_par + N_DERIVED)
+    ok = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+
+    def small(q):
+        return bool(np.isin(q[idx], ok).all())
+
+    for s in range(P.shape[0]):
+        q[:n_par] = P[s]
+        if _DERIVED:
+            derive(q)
+        if not small(q):
+            return False
+        for e in range(ev_ptr[s], ev_ptr[s + 1]):
+            if ev_kind[e] == EV_PARAM:
+                q[ev_state[e]] = ev_value[e]
+                if _DERIVED:
+                    derive(q)
+                if not small(q):
+                    return False
+    return True
 
 
 def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol,
@@ -1128,7 +1180,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         KL = np.zeros(RODAS5P_STAGES * nl)
         JvL, WvL = np.zeros(JAC_NNZ * LANES), np.zeros(LU_NNZ * LANES)
         pL, Pl = np.zeros(npx * LANES), np.zeros((LANES, npx))
-        ron, tL, hL, cL, ihL = (np.zeros(LANES) for _ in range(5))
+        ron, tL, hL, cL, ihL, enL = (np.zeros(LANES) for _ in range(6))
         codeL = np.zeros(LANES, dtype=np.int64)
         ys, ynews, f0s, fus, us, errs = (np.zeros(n) for _ in range(6))
         rates = np.zeros(n + 1)
@@ -1138,7 +1190,8 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         args = (bk * per_block, min(n_subj, (bk + 1) * per_block), t0, Y0, P, t_out, ev_ptr,
                 ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out,
                 status, stats, fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL,
-                WvL, pL, Pl, tL, hL, cL, ihL, codeL, ys, ynews, rates, f0s, fus, us, errs, Ks, dense)
+                WvL, pL, Pl, tL, hL, cL, ihL, enL, codeL, ys, ynews, rates, f0s, fus, us, errs, Ks,
+                dense)
         dense_work = None
         code = _lanes_run(0, *args)
         while code == _LANES_NEED_DENSE:
@@ -1195,7 +1248,7 @@ def _lane_dense_attempt(l, s, tL, hL, yL, rateL, ron, Pl, KL, ynewL, errL, codeL
 def _lanes_run(resume, s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
                ev_value, rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats, ctl, lf,
                li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL,
-               codeL, ys, ynews, rates, f0s, fus, us, errs, Ks, dense):
+               enL, codeL, ys, ynews, rates, f0s, fus, us, errs, Ks, dense):
     """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the block's work
     arrays (compiled without numba's runtime, so the many array views cost no reference
     counting). Returns _LANES_DONE, or _LANES_NEED_DENSE after an attempt in which some lane's
@@ -1246,6 +1299,7 @@ def _lanes_run(resume, s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kin
                 if li[l, _LI_ACTIVE] != 0 and codeL[l] != 0:
                     return _LANES_NEED_DENSE
         attempt_done = False
+        _lane_error_norms(errL, yL, ynewL, atol, rtol, enL)
         for l in range(LANES):
             if li[l, _LI_ACTIVE] == 0:
                 continue
@@ -1260,10 +1314,7 @@ def _lanes_run(resume, s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kin
                 st[_S_LU] += 1
                 st[_S_RHS] += RODAS5P_STAGES - 1
             # (codes 2/3: _lane_dense_attempt's _rodas_step counted them)
-            if code == 3:
-                err_norm = math.inf
-            else:
-                err_norm = _error_norm_at(l, LANES, errL, yL, ynewL, atol, rtol)
+            err_norm = math.inf if code == 3 else enL[l]
             _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, Y_out[s], st,
                                 fstats[s], ys, ynews, Ks, dense)
 

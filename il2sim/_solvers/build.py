@@ -36,6 +36,9 @@ from numba import njit, prange
 # kernel_alloc: entry points that allocate their work arrays once (needs the NRT).
 kernel = njit(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True, _nrt=False)
 kernel_inline = njit(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True, _nrt=False, inline="always")
+# kernel_strict: no contraction into fused multiply-adds, so that two loops over the same
+# numbers (one subject's, and every lane's in SIMD vectors) round alike, bit for bit.
+kernel_strict = njit(cache=True, fastmath=False, error_model="numpy", nogil=True, _nrt=False)
 kernel_alloc = njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 kernel_parallel = njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 '''
@@ -55,6 +58,7 @@ from numba import cuda
 prange = range
 kernel = cuda.jit(device=True, cache=True)
 kernel_inline = kernel  # NVVM inlines device functions itself
+kernel_strict = kernel
 
 
 def kernel_alloc(f):  # CPU-only entry point: never compiled or called in the CUDA module
