@@ -867,11 +867,41 @@ def _lane_add_rate(out, rateL, on):
 
 
 @kernel
-def _lane_attempt(tL, hL, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL, cL, ihL, codeL,
-                  ynewL, errL):
+def _lane_dense_factor(l, JvL, c, Jvs, W, piv):
+    """Lane l's W = c*I - J, dense, factorised with partial pivoting (as _w_factor does after
+    the sparse LU refuses a pivot). Returns 2, or 3 if W is singular."""
+    for k in range(Jvs.shape[0]):
+        Jvs[k] = JvL[k * LANES + l]
+    w_dense_nz(Jvs, c, W)
+    return 3 if _lu_factor(W, piv) != 0 else 2
+
+
+@kernel
+def _lane_w_solve(WvL, b, n_dense, codeL, Wd, pivd, bd):
+    """W x = b in place for every lane: the sparse factors, and the dense ones for the lanes
+    whose sparse LU refused a pivot (codeL[l] == 2)."""
+    if n_dense > 0:
+        for l in range(LANES):
+            if codeL[l] == 2:
+                for i in range(N_STATES):
+                    bd[l, i] = b[i * LANES + l]
+    lu_solve_L(WvL, b)
+    if n_dense > 0:
+        for l in range(LANES):
+            if codeL[l] == 2:
+                _lu_solve(Wd[l], pivd[l], bd[l])
+                for i in range(N_STATES):
+                    b[i * LANES + l] = bd[l, i]
+
+
+@kernel
+def _lane_attempt(tL, hL, act, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL, cL, ihL,
+                  codeL, ynewL, errL, Jvs, Wd, pivd, bd):
     """One Rodas5P attempt of size hL[l] from (tL[l], yL) in every lane: f and the Jacobian
-    at the start point, W = I/(h gamma) - J factorised (codeL[l] = 1 where the sparse LU
-    refused a pivot: that lane's numbers are then meaningless), the stages, ynewL and errL."""
+    at the start point, W = I/(h gamma) - J factorised, the stages, ynewL and errL. codeL[l]:
+    0 the sparse LU; 2 where it refused a pivot in an attempting lane (act[l] != 0), which then
+    takes the dense pivoted LU, as solve_subject does; 3 if that W is singular (the lane's
+    numbers are then meaningless)."""
     nl = N_STATES * LANES
     for l in range(LANES):
         cL[l] = 1.0 / (hL[l] * RODAS5P_GAMMA)
@@ -881,14 +911,22 @@ def _lane_attempt(tL, hL, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL, cL,
         _lane_add_rate(KL[0:nl], rateL, ron)
     jac_nz_L(tL, yL, pL, JvL)
     lu_factor_L(JvL, cL, WvL, codeL)
-    lu_solve_L(WvL, KL[0:nl])
+    n_dense = 0
+    for l in range(LANES):
+        if codeL[l] != 0:
+            if act[l] != 0:
+                codeL[l] = _lane_dense_factor(l, JvL, cL[l], Jvs, Wd[l], pivd[l])
+                n_dense += 1
+            else:
+                codeL[l] = 0  # an idle lane: its numbers are not used
+    _lane_w_solve(WvL, KL[0:nl], n_dense, codeL, Wd, pivd, bd)
     for s in range(1, RODAS5P_STAGES):
         _rodas_u_L(s, yL, KL, uL)
         rhs_L(tL, uL, pL, fuL)
         if any_on:
             _lane_add_rate(fuL, rateL, ron)
         _rodas_k_L(s, ihL, fuL, KL)
-        lu_solve_L(WvL, KL[s * nl:(s + 1) * nl])
+        _lane_w_solve(WvL, KL[s * nl:(s + 1) * nl], n_dense, codeL, Wd, pivd, bd)
     last = (RODAS5P_STAGES - 1) * nl
     for k in range(nl):
         ynewL[k] = uL[k] + KL[last + k]
@@ -1187,26 +1225,15 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         Ks = np.zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
         dense = np.zeros((3, n))
         yL, ynewL, rateL, uL, fuL, errL = f1
-        args = (bk * per_block, min(n_subj, (bk + 1) * per_block), t0, Y0, P, t_out, ev_ptr,
-                ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out,
-                status, stats, fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL,
-                WvL, pL, Pl, tL, hL, cL, ihL, enL, codeL, ys, ynews, rates, f0s, fus, us, errs, Ks,
-                dense)
-        dense_work = None
-        code = _lanes_run(0, *args)
-        while code == _LANES_NEED_DENSE:
-            # lanes whose sparse LU refused a pivot take this attempt with the dense pivoted
-            # LU, as solve_subject would (compiled only for models that ever need it)
-            if dense_work is None:
-                dense_work = (np.zeros(n), np.zeros((n, n)), np.zeros((n, n)), np.zeros(JAC_NNZ),
-                              np.zeros(LU_NNZ), np.zeros(n, dtype=np.int64),
-                              np.zeros(_S_LU_FALLBACK + 1, dtype=np.int64))
-            for l in range(LANES):
-                if li[l, _LI_ACTIVE] != 0 and codeL[l] == 1:
-                    _lane_dense_attempt(l, li[l, _LI_SUBJ], tL, hL, yL, rateL, ron, Pl, KL, ynewL,
-                                        errL, codeL, stats, ys, ynews, rates, f0s, fus, us, errs,
-                                        Ks, *dense_work)
-            code = _lanes_run(1, *args)
+        act = np.zeros(LANES, dtype=np.int64)
+        # the dense pivoted LU of lanes whose sparse LU refuses a pivot
+        Jvs, Wd, pivd, bd = (np.zeros(JAC_NNZ), np.zeros((LANES, n, n)),
+                             np.zeros((LANES, n), dtype=np.int64), np.zeros((LANES, n)))
+        _lanes_run(bk * per_block, min(n_subj, (bk + 1) * per_block), t0, Y0, P, t_out, ev_ptr,
+                   ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out,
+                   status, stats, fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL,
+                   JvL, WvL, pL, Pl, tL, hL, cL, ihL, enL, codeL, act, Jvs, Wd, pivd, bd, ys,
+                   ynews, rates, f0s, fus, us, errs, Ks, dense)
 
     threads = min(get_num_threads(), n_blocks)
     if threads <= 1:
@@ -1218,90 +1245,57 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
             pass
 
 
-_LANES_DONE = 0
-_LANES_NEED_DENSE = 1
-
-
 @kernel
-def _lane_dense_attempt(l, s, tL, hL, yL, rateL, ron, Pl, KL, ynewL, errL, codeL, stats, ys,
-                        ynews, rates, f0s, fus, us, errs, Ks, dT, J, W, Jvs, Wvs, piv, nostats):
-    """Lane l's attempt as _rodas_prepare + _rodas_step (dense pivoted LU after the sparse one
-    refuses a pivot), written back into the lane arrays; codeL[l] = 2, or 3 if W is singular.
-    The prepare's counts are _lanes_run's to make (nostats takes them)."""
-    n = N_STATES
-    nl = n * LANES
-    _lane_get(l, yL, ys)
-    _lane_get(l, rateL, rates)
-    rates[n] = ron[l]
-    _rodas_prepare(tL[l], ys, Pl[l], rates, J, Jvs, dT, f0s, fus, nostats)
-    code = _rodas_step(tL[l], hL[l], ys, Pl[l], rates, f0s, J, Jvs, dT, W, Wvs, piv, Ks, us, fus,
-                       ynews, errs, stats[s])
-    _lane_put(l, ynews, ynewL)
-    _lane_put(l, errs, errL)
-    for j in range(RODAS5P_STAGES):
-        for i in range(n):
-            KL[j * nl + i * LANES + l] = Ks[j, i]
-    codeL[l] = 3 if code != 0 else 2
-
-
-@kernel
-def _lanes_run(resume, s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
-               ev_value, rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats, ctl, lf,
-               li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL,
-               enL, codeL, ys, ynews, rates, f0s, fus, us, errs, Ks, dense):
+def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
+               rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats, ctl, lf, li, yL,
+               ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL, enL,
+               codeL, act, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, us, errs, Ks, dense):
     """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the block's work
     arrays (compiled without numba's runtime, so the many array views cost no reference
-    counting). Returns _LANES_DONE, or _LANES_NEED_DENSE after an attempt in which some lane's
-    sparse LU refused a pivot (codeL[l] == 1): the caller runs _lane_dense_attempt for those
-    lanes and calls again with resume = 1, which carries on from that attempt."""
-    n = N_STATES
-    if resume == 0:
-        nxt = s_begin
-        for l in range(LANES):
-            if nxt < s_end:
-                _lane_start(l, nxt, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
-                            ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL, Y_out, stats,
-                            fstats, ys, rates)
-                nxt += 1
-        ctl[0] = nxt
-    attempt_done = resume != 0
+    counting)."""
+    nxt = s_begin
+    for l in range(LANES):
+        if nxt < s_end:
+            _lane_start(l, nxt, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                        ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL, Y_out, stats,
+                        fstats, ys, rates)
+            nxt += 1
+    ctl[0] = nxt
     while True:
-        if not attempt_done:
-            n_active = 0
-            any_on = False
-            for l in range(LANES):
-                while li[l, _LI_ACTIVE] != 0:
-                    s = li[l, _LI_SUBJ]
-                    a = ev_ptr[s]
-                    b = ev_ptr[s + 1]
-                    r = _lane_to_attempt(l, lf, li, t_out, ev_time[a:b], ev_kind[a:b],
-                                         ev_state[a:b], ev_value[a:b], Y0[s], rtol, atol, h_max,
-                                         max_steps, yL, rateL, ron, Pl[l], pL, Y_out[s], stats[s],
-                                         ys, rates, f0s, fus, us)
-                    if r == _LANE_ATTEMPT:
-                        n_active += 1
-                        hL[l] = lf[l, _LF_HTRY]
-                        tL[l] = lf[l, _LF_T]
-                        if ron[l] != 0.0:
-                            any_on = True
-                        break
-                    _lane_finish(l, lf, li, Y_out, fstats, status)
-                    if ctl[0] < s_end:
-                        _lane_start(l, ctl[0], t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind,
-                                    ev_state, ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL,
-                                    Y_out, stats, fstats, ys, rates)
-                        ctl[0] += 1
-            if n_active == 0:
-                return _LANES_DONE
-            _lane_attempt(tL, hL, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL, cL, ihL,
-                          codeL, ynewL, errL)
-            for l in range(LANES):
-                if li[l, _LI_ACTIVE] != 0 and codeL[l] != 0:
-                    return _LANES_NEED_DENSE
-        attempt_done = False
+        n_active = 0
+        n_on = 0  # lanes with an input rate on (a bool flag here would be typed as a literal
+        # False first, and _lane_attempt compiled twice)
+        for l in range(LANES):
+            act[l] = 0
+            while li[l, _LI_ACTIVE] != 0:
+                s = li[l, _LI_SUBJ]
+                a = ev_ptr[s]
+                b = ev_ptr[s + 1]
+                r = _lane_to_attempt(l, lf, li, t_out, ev_time[a:b], ev_kind[a:b],
+                                     ev_state[a:b], ev_value[a:b], Y0[s], rtol, atol, h_max,
+                                     max_steps, yL, rateL, ron, Pl[l], pL, Y_out[s], stats[s],
+                                     ys, rates, f0s, fus, us)
+                if r == _LANE_ATTEMPT:
+                    n_active += 1
+                    act[l] = 1
+                    hL[l] = lf[l, _LF_HTRY]
+                    tL[l] = lf[l, _LF_T]
+                    if ron[l] != 0.0:
+                        n_on += 1
+                    break
+                _lane_finish(l, lf, li, Y_out, fstats, status)
+                if ctl[0] < s_end:
+                    _lane_start(l, ctl[0], t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind,
+                                ev_state, ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL,
+                                Y_out, stats, fstats, ys, rates)
+                    ctl[0] += 1
+        if n_active == 0:
+            return
+        _lane_attempt(tL, hL, act, yL, pL, rateL, ron, n_on > 0, KL, uL, fuL, JvL, WvL, cL, ihL,
+                      codeL, ynewL, errL, Jvs, Wd, pivd, bd)
         _lane_error_norms(errL, yL, ynewL, atol, rtol, enL)
         for l in range(LANES):
-            if li[l, _LI_ACTIVE] == 0:
+            if act[l] == 0:
                 continue
             s = li[l, _LI_SUBJ]
             st = stats[s]
@@ -1309,11 +1303,14 @@ def _lanes_run(resume, s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kin
                 st[_S_RHS] += 1
                 st[_S_JAC] += 1
                 li[l, _LI_HAVEJAC] = 1
+            # counted as _w_factor and _rodas_step count: one factorisation (a refused sparse
+            # one is counted as a fallback too) and, unless W was singular, 7 right-hand sides
             code = codeL[l]
-            if code == 0:  # the sparse LU and 7 more right-hand sides, as _rodas_step counts
-                st[_S_LU] += 1
+            st[_S_LU] += 1
+            if code != 0 and st.shape[0] > _S_LU_FALLBACK:
+                st[_S_LU_FALLBACK] += 1
+            if code != 3:
                 st[_S_RHS] += RODAS5P_STAGES - 1
-            # (codes 2/3: _lane_dense_attempt's _rodas_step counted them)
             err_norm = math.inf if code == 3 else enL[l]
             _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, Y_out[s], st,
                                 fstats[s], ys, ynews, Ks, dense)
