@@ -35,7 +35,10 @@ def _run(mod, lanes: bool, P, Y0, t_out, events):
     atol = np.full(Y0.shape[1], 1e-9)
     t0 = time.thread_time()
     if lanes:
-        mod._solve_cohort_lanes(0.0, Y0, P, t_out, *events, 1e-6, atol, 0.0, 0.0, 10_000_000, Y, st, ct, ft)
+        ptr, _, kind, state, value = events
+        general = not mod._lane_exponents_ok(P, ptr, kind, state, value)  # as solve_cohort decides
+        mod._solve_cohort_lanes(0.0, Y0, P, t_out, *events, 1e-6, atol, 0.0, 0.0, 10_000_000, Y, st, ct, ft,
+                                general)
     else:
         mod._solve_cohort_each(0, 1, 0.0, Y0, P, t_out, *events, 1e-6, atol, 0.0, 0.0, 10_000_000, Y, st,
                                ct, ft)

@@ -440,14 +440,21 @@ class _Generator:
             # In a loop over lanes LLVM turns _powp's branches into selects and calls the scalar
             # pow for every lane (most of rhs_L's time). Where every run-time exponent is a
             # parameter, the lane functions use _powi (no pow; exact for exponents 0..4) and
-            # LANE_POW_EXPONENTS lists those parameters: solve_cohort takes the lane path only
+            # LANE_POW_EXPONENTS lists those parameters: solve_cohort takes these lane functions
             # for cohorts whose values there are all 0..4 (_lane_exponents_ok).
+            # Other cohorts take rhs_Lp/jac_nz_Lp (with _powp) through a second copy of the lane
+            # driver (build.pow_lane_source), compiled only when such a cohort first runs.
             exponents = sorted({e for e in _powp_exponents(rhs_body + jac_nz_body)})
             plain = all(re.fullmatch(r"p\[\d+\]", e) for e in exponents)
             powf = "_powi" if plain else "_powp"
             lines += _lane_version("rhs_L(t, y, p, dy)", rhs_body, lanes, ("y", "p", "dy"), ("t",), powf=powf)
             lines += _lane_version("jac_nz_L(t, y, p, Jv)", jac_nz_body, lanes, ("y", "p", "Jv"), ("t",),
                                    powf=powf)
+            if exponents and plain:
+                lines += _lane_version("rhs_Lp(t, y, p, dy)", rhs_body, lanes, ("y", "p", "dy"), ("t",))
+                lines += _lane_version("jac_nz_Lp(t, y, p, Jv)", jac_nz_body, lanes, ("y", "p", "Jv"), ("t",))
+            else:
+                lines += ["rhs_Lp = rhs_L", "jac_nz_Lp = jac_nz_L"]
             indices = tuple(sorted(int(e[2:-1]) for e in exponents)) if plain else ()
             lines += [f"LANE_POW_EXPONENTS = {indices!r}", "", ""]
         self.printer.fast_pow = False

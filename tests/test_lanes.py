@@ -202,27 +202,36 @@ def test_refused_pivots_fall_back_per_lane(cache):
             np.testing.assert_allclose(Y[s, j], ref, rtol=2e-6, atol=1e-9)
 
 
-def test_other_paths_still_go_one_subject_at_a_time(bench, monkeypatch):
-    """Tsit5, and Rodas5P for a cohort with a Hill coefficient outside 0..4 (from the start, or
-    set by a parameter event), use solve_subject: bit-identical to it. The lane path is taken
-    only for the cohorts it can compute."""
+def test_other_paths_still_go_one_subject_at_a_time(bench):
+    """Tsit5 uses solve_subject: bit-identical to it."""
     m, model = bench.module, bench.model
-    lane_calls = []
-    real = m._solve_cohort_lanes
-    monkeypatch.setattr(m, "_solve_cohort_lanes", lambda *a: lane_calls.append(1) or real(*a))
+    P, Y0, evs, t_out = _cohort(m, model, 9, 2)
+    Y, st, ct, ft = _solve_cohort(m, P, Y0, evs, t_out, method="tsit5")
+    for s in range(9):
+        sol = H.solve(m, "tsit5", t_out, P[s], y0=Y0[s], ev=evs[s])
+        assert sol.status == st[s]
+        np.testing.assert_array_equal(sol.y, Y[s])
+
+
+def test_hill_coefficients_outside_0_to_4_take_the_lane_functions_with_pow(bench, monkeypatch):
+    """The lane functions compute run-time powers as products (exponents 0..4); a cohort with a
+    Hill coefficient of 2.5 from the start, or set to 1.5 by a parameter event, runs the lane
+    driver over the versions that call pow (_lanes_run_p), with solve_subject's results."""
+    m, model = bench.module, bench.model
+    calls = []
+    for name in ("_lanes_run", "_lanes_run_p"):
+        real = getattr(m, name)
+        monkeypatch.setattr(m, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
     P, Y0, evs, t_out = _cohort(m, model, 9, 2)
     i_n = model.parameter_names.index("n_eo")
     _solve_cohort(m, P, Y0, evs, t_out)
-    assert lane_calls == [1]
+    assert calls == ["_lanes_run"]
     P_half = P.copy()
     P_half[4, i_n] = 2.5
     evs_half = list(evs)
     evs_half[6] = H.events(*[(3.0, m.EV_PARAM, i_n, 1.5)])
-    for method, P_run, evs_run in (("tsit5", P, evs), ("rodas5p", P_half, evs), ("rodas5p", P, evs_half)):
-        Y, st, ct, ft = _solve_cohort(m, P_run, Y0, evs_run, t_out, method=method)
-        for s in range(9):
-            sol = H.solve(m, method, t_out, P_run[s], y0=Y0[s], ev=evs_run[s])
-            assert sol.status == st[s]
-            np.testing.assert_array_equal(sol.y, Y[s])
-            np.testing.assert_array_equal(sol.stats, ct[s])
-    assert lane_calls == [1]
+    for P_run, evs_run in ((P_half, evs), (P, evs_half)):
+        calls.clear()
+        Y, st, ct, ft = _solve_cohort(m, P_run, Y0, evs_run, t_out)
+        assert calls == ["_lanes_run_p"] and (st == 0).all()
+        _assert_like_solve_subject(m, P_run, Y0, evs_run, t_out, Y, st, ct, ft)

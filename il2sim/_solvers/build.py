@@ -169,6 +169,32 @@ def stage_source() -> str:
     return "\n".join(out)
 
 
+# The lane driver once more, over the lane functions that call pow (rhs_Lp, jac_nz_Lp), for
+# cohorts with run-time exponents other than 0..4 (the kernel template's _lane_exponents_ok).
+# Numba compiles a function at its first call, so the copy costs compile time only when such a
+# cohort runs. (name, name of the copy, replacements in its text)
+_POW_LANE_COPIES = (
+    ("_lane_attempt", "_lane_attempt_p", (("rhs_L(", "rhs_Lp("), ("jac_nz_L(", "jac_nz_Lp("))),
+    ("_lanes_run", "_lanes_run_p", (("_lane_attempt(", "_lane_attempt_p("),)),
+)
+
+
+def pow_lane_source() -> str:
+    """``_lane_attempt_p`` and ``_lanes_run_p``: the template's functions with the renames of
+    ``_POW_LANE_COPIES``."""
+    text = template_source()
+    out = ["# Generated from the kernel template by build.pow_lane_source().", ""]
+    for name, copy, renames in _POW_LANE_COPIES:
+        start = text.index(f"@kernel\ndef {name}(")
+        body = text[start:text.index("\n\n\n", start)].replace(f"def {name}(", f"def {copy}(", 1)
+        for old, new in renames:
+            if old not in body:  # pragma: no cover - the template changed under the copy
+                raise RuntimeError(f"kernel template: {name} no longer calls {old[:-1]}")
+            body = body.replace(old, new)
+        out += [body, "", ""]
+    return "\n".join(out)
+
+
 def template_hash() -> str:
     """SHA-256 of the header, the kernel source, the tableaus it imports and the stage code.
 
@@ -176,7 +202,8 @@ def template_hash() -> str:
     code, so a changed coefficient must invalidate cached models too.
     """
     tableaus = Path(__file__).with_name("tableaus.py").read_text(encoding="utf-8")
-    return hashlib.sha256((HEADER_CPU + template_source() + tableaus + stage_source()).encode()).hexdigest()
+    return hashlib.sha256((HEADER_CPU + template_source() + tableaus + stage_source()
+                           + pow_lane_source()).encode()).hexdigest()
 
 
 def module_source(model_source: str, header: str = HEADER_CPU, trailer: str = "") -> str:
@@ -190,6 +217,8 @@ def module_source(model_source: str, header: str = HEADER_CPU, trailer: str = ""
         + template_source()
         + "\n# --- stage sums of the methods (il2sim/_solvers/build.py: stage_source) ---\n"
         + stage_source()
+        + "\n# --- the lane driver over the lane functions with pow (build.pow_lane_source) ---\n"
+        + pow_lane_source()
         + (("\n# --- target-specific entry points ---\n" + trailer) if trailer else "")
     )
 
