@@ -330,7 +330,8 @@ def print_targets(rows, results) -> None:
             lines.append(f"  il2sim solver overhead (N={ov['n']}, {ov['method']}, 1 thread): solve {ov['solve_s']:.3f} s, "
                          f"{ov['n_rhs']} RHS calls alone {ov['rhs_s']:.3f} s + {ov['n_jac']} Jacobians alone {ov['jac_s']:.3f} s "
                          f"-> overhead {ov['overhead']:.2f} x (RHS+Jacobian time) "
-                         f"[{ov['rhs_per_call_ns']:.0f} ns/RHS, {ov['jac_per_call_ns']:.0f} ns/Jacobian, {ov['n_lu']} LU]")
+                         f"[{ov['rhs_per_call_ns']:.1f} ns/RHS, {ov['jac_per_call_ns']:.1f} ns/Jacobian, {ov['n_lu']} LU"
+                         + (f"; timed as the cohort path calls them, {ov['lanes']} subjects per call]" if ov.get("lanes", 1) > 1 else "]"))
     if lines:
         print("\ntargets (issue 7):")
         print("\n".join(lines))
@@ -478,15 +479,39 @@ def _overhead(mod, method, P, Y0, t_out, ev, job, atol):
                 acc += buf.flat[0]
         return acc
 
+    @numba.njit(cache=False)
+    def lane_calls(f, YL, PL, tL, n_calls, buf):
+        """n_calls calls of a lane function, cycling over the lane groups and the output times."""
+        acc = 0.0
+        g_n, n_t = YL.shape[0], YL.shape[1]
+        for k in range(n_calls):
+            f(tL, YL[k % g_n, (k // g_n) % n_t], PL[k % g_n], buf)
+            acc += buf[0]
+        return acc
+
     dy = np.empty(mod.N_STATES)
     times = []
-    for f, counts, b in ((rfun, n_rhs, dy), (jfun, n_jac, buf)):
-        calls(f, Y[:1], Pk[:1], t_out, np.ones(1, np.int64), b)  # compile
-        times.append(min(_timed(calls, f, Y, Pk, t_out, counts, b) for _ in range(2)))
+    ptr, _, kind, state, value = first_events(ev, m)
+    lanes = (method == "rodas5p" and getattr(mod, "_LANES_OK", False) and m >= mod.LANES
+             and mod._lane_exponents_ok(np.ascontiguousarray(P[:m]), ptr, kind, state, value))
+    if lanes:
+        # the cohort path evaluates LANES subjects per call of rhs_L / jac_nz_L: time those calls,
+        # on LANES subjects' own trajectories side by side, each call counting LANES evaluations
+        L, g_n = mod.LANES, m // mod.LANES
+        YL = np.ascontiguousarray(Y[: g_n * L].reshape(g_n, L, Y.shape[1], -1).transpose(0, 2, 3, 1).reshape(g_n, Y.shape[1], -1))
+        PL = np.ascontiguousarray(Pk[: g_n * L].reshape(g_n, L, -1).transpose(0, 2, 1).reshape(g_n, -1))
+        for f, counts, b in ((mod.rhs_L, n_rhs, np.empty(mod.N_STATES * L)), (mod.jac_nz_L, n_jac, np.empty(mod.JAC_NNZ * L))):
+            lane_calls(f, YL, PL, np.zeros(L), 1, b)  # compile
+            times.append(min(_timed(lane_calls, f, YL, PL, np.zeros(L), int(counts.sum()) // L, b) for _ in range(2)))
+    else:
+        for f, counts, b in ((rfun, n_rhs, dy), (jfun, n_jac, buf)):
+            calls(f, Y[:1], Pk[:1], t_out, np.ones(1, np.int64), b)  # compile
+            times.append(min(_timed(calls, f, Y, Pk, t_out, counts, b) for _ in range(2)))
     rhs_s, jac_s = times
     return {"n": m, "method": method, "solve_s": sec, "rhs_s": rhs_s, "jac_s": jac_s, "n_rhs": int(n_rhs.sum()),
             "n_jac": int(n_jac.sum()), "n_lu": int(ct[:, 5].sum()), "overhead": sec / (rhs_s + jac_s) - 1.0,
-            "rhs_per_call_ns": rhs_s / max(1, n_rhs.sum()) * 1e9, "jac_per_call_ns": jac_s / max(1, n_jac.sum()) * 1e9}
+            "rhs_per_call_ns": rhs_s / max(1, n_rhs.sum()) * 1e9, "jac_per_call_ns": jac_s / max(1, n_jac.sum()) * 1e9,
+            "lanes": mod.LANES if lanes else 1}
 
 
 def _timed(fn, *a):
