@@ -194,7 +194,7 @@ try:  # generated models with the sparse LU bring lane versions of their functio
 except NameError:
     _LANES_OK = False
 if not _LANES_OK:
-    # Placeholders, never called (solve_cohort's lane branch folds away at compile time).
+    # Placeholders, never called (solve_cohort takes the lane path only when _LANES_OK).
     try:
         LANES  # noqa: B018, F821
     except NameError:
@@ -815,10 +815,12 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
 # it takes solve_subject's steps with solve_subject's trajectory up to rounding (the compiler
 # may fuse multiply-adds differently in the two builds); tests/test_lanes.py checks both.
 # Each lane function is one loop over the lanes, which LLVM turns into SIMD vectors (it does so
-# for 16 or more iterations; hence 32 lanes, _codegen.lanes_for): 2.2-3.6x the throughput of
+# for 16 or more iterations; hence 32 lanes, _codegen.lanes_for): 2.7-3.4x the throughput of
 # one subject at a time on one core (benchmarks/bench_lanes.py). Used for adaptive Rodas5P with
-# the generated sparse LU, a right-hand side that does not read t (then f_t = 0) and run-time
-# exponents of 0..4 (_lane_exponents_ok); anything else goes through solve_subject.
+# the generated sparse LU and a right-hand side that does not read t (then f_t = 0); a cohort
+# with run-time exponents other than 0..4 (_lane_exponents_ok) runs the copy over the lane
+# functions that call pow (_lanes_run_p, build.pow_lane_source); anything else goes through
+# solve_subject.
 
 # per-lane float state
 _LF_T = 0
