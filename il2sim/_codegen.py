@@ -444,7 +444,7 @@ class _Generator:
             # for cohorts whose values there are all 0..4 (_lane_exponents_ok).
             # Other cohorts take rhs_Lp/jac_nz_Lp (with _powp) through a second copy of the lane
             # driver (build.pow_lane_source), compiled only when such a cohort first runs.
-            exponents = sorted({e for e in _powp_exponents(rhs_body + jac_nz_body)})
+            exponents = sorted(set(_powp_exponents(rhs_body + jac_nz_body)))
             plain = all(re.fullmatch(r"p\[\d+\]", e) for e in exponents)
             powf = "_powi" if plain else "_powp"
             lines += _lane_version("rhs_L(t, y, p, dy)", rhs_body, lanes, ("y", "p", "dy"), ("t",), powf=powf)

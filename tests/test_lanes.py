@@ -8,18 +8,13 @@ parameter events and a sparse LU that refuses pivots."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numba
 import numpy as np
 import pytest
 
-import il2sim
 import solver_harness as H
 from il2sim._codegen import compile_model, lanes_for
 from il2sim.model import load_model
-
-BENCH = Path(il2sim.__file__).resolve().parents[1] / "models" / "bench" / "il2_pkpd12.toml"
 
 # Two states whose W = c*I - J has a pivot far below the entry under it at ordinary step
 # sizes (|J[1, 0]| = 1e4 against c + 1), so the generated sparse LU refuses it and the step
@@ -48,11 +43,6 @@ z = "B * x - a * z"
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("lanes")
-
-
-@pytest.fixture(scope="module")
-def bench(cache):
-    return compile_model(load_model(BENCH), cache_dir=cache)
 
 
 def _cohort(m, model, n, days, seed=3):

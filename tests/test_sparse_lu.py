@@ -24,17 +24,11 @@ from il2sim._solvers.tableaus import RODAS5P_GAMMA
 from il2sim.model import available_models, load_model
 
 REPO_MODELS = Path(il2sim.__file__).resolve().parents[1] / "models"
-BENCH = REPO_MODELS / "bench" / "il2_pkpd12.toml"
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("sparse_lu")
-
-
-@pytest.fixture(scope="module")
-def bench(cache):
-    return compile_model(load_model(BENCH), cache_dir=cache)
 
 
 @pytest.fixture(scope="module")

@@ -1228,7 +1228,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         pL, Pl = np.zeros(npx * LANES), np.zeros((LANES, npx))
         ron, tL, hL, cL, ihL, enL = (np.zeros(LANES) for _ in range(6))
         codeL = np.zeros(LANES, dtype=np.int64)
-        ys, ynews, f0s, fus, us, errs = (np.zeros(n) for _ in range(6))
+        ys, ynews, f0s, fus, us = (np.zeros(n) for _ in range(5))
         rates = np.zeros(n + 1)
         Ks = np.zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
         dense = np.zeros((3, n))
@@ -1240,8 +1240,8 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         run(bk * per_block, min(n_subj, (bk + 1) * per_block), t0, Y0, P, t_out, ev_ptr, ev_time,
             ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out, status, stats,
             fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL,
-            hL, cL, ihL, enL, codeL, act, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, us, errs,
-            Ks, dense)
+            hL, cL, ihL, enL, codeL, act, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, us, Ks,
+            dense)
 
     threads = min(get_num_threads(), n_blocks)
     if threads <= 1:
@@ -1257,7 +1257,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
 def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
                rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats, ctl, lf, li, yL,
                ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL, enL,
-               codeL, act, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, us, errs, Ks, dense):
+               codeL, act, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, us, Ks, dense):
     """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the block's work
     arrays (compiled without numba's runtime, so the many array views cost no reference
     counting)."""
