@@ -10,10 +10,10 @@ Entry points (all over flat arrays; see their docstrings): ``solve_subject`` (on
 ``solve_cohort`` (every subject: adaptive Rodas5P LANES subjects side by side in
 ``_lanes_run``, anything else ``solve_subject`` in a prange loop), ``eval_outputs``,
 ``eval_initial``. Inside, the method steps (``_rodas_step``, ``_tsit5_step``; the lane
-attempt ``_lane_attempt``), the step-size controller (``_controller_accept``/
-``_controller_reject``), dense output and event handling are separate functions; ``_integrate``
-is the loop that ties them together, and ``_lane_to_attempt``/``_lane_after_attempt`` are the
-same loop split at the step attempt, for one lane.
+attempt ``_lane_attempt``), the step-size controller (``_step_factor``), dense output and
+event handling are separate functions; ``_integrate`` is the loop that ties them together,
+and ``_lane_to_attempt``/``_lane_after_attempt`` are the same loop split at the step attempt,
+for one lane (``_lane_plan``/``_lane_update``: its common cases for every lane at once).
 """
 
 import math  # noqa: F401
@@ -31,10 +31,6 @@ def kernel(f):  # generated module: numba.njit(cache=True, _nrt=False, ...): all
 
 
 def kernel_inline(f):  # generated module: as kernel, inlined into its callers (numba IR)
-    return f
-
-
-def kernel_strict(f):  # generated module: as kernel, without fused multiply-adds
     return f
 
 
@@ -126,12 +122,12 @@ _S_LU_FALLBACK = 6  # optional 7th column: sparse factorisations refused (dense 
 
 # Step-size controller (PI, Hairer & Wanner II §IV.8 / Gustafsson): exponents divide by the
 # error-estimator order k = embedded order + 1.
-_SAFETY = 0.9
+_LOG2_SAFETY = -0.15200309344504997  # log2(0.9), the safety factor on the step size
 _QMIN = 0.2  # largest decrease per step
 _QMAX = 10.0  # largest increase per step
 _BETA1 = 0.7
 _BETA2 = 0.4
-_ERR_PREV_MIN = 1e-4  # floor for the remembered error (PI memory)
+_LOG2_ERR_PREV_MIN = -13.287712379549449  # log2(1e-4): floor of the remembered error (PI memory)
 _EPS = 2.220446049250313e-16
 _HMIN_FLOOR = 1e-300  # absolute floor under 16*eps*|t|
 _MAX_NONFINITE_REJECTS = 40  # consecutive NaN/inf steps (h shrunk by 0.2**40) before NON_FINITE
@@ -335,13 +331,15 @@ def _f(t, y, p, rate, out, stats):
 # --- error norm and step-size controller (independent of the method) ---------------------
 
 
-@kernel_strict
+@kernel
 def _error_norm(err, y, ynew, atol, rtol):
     """RMS of err_i / (atol_i + rtol*max(|y_i|, |ynew_i|)); inf if anything is not finite.
-    Without fused multiply-adds, as _lane_error_norms: the two give the same bits."""
+    _lane_error_norms computes the same for every lane, to the bit."""
     s = 0.0
     for i in range(N_STATES):
-        sc = atol[i] + rtol * max(abs(y[i]), abs(ynew[i]))
+        ay = abs(y[i])
+        an = abs(ynew[i])
+        sc = atol[i] + rtol * (an if an > ay else ay)  # (not max(): as _lane_error_norms)
         r = err[i] / sc
         s += r * r
     s = math.sqrt(s / max(N_STATES, 1))
@@ -353,7 +351,7 @@ def _error_norm(err, y, ynew, atol, rtol):
     return s
 
 
-@kernel_strict
+@kernel
 def _lane_error_norms(err, y, ynew, atol, rtol, out):
     """out[l] = _error_norm of lane l, for every lane: the same operations in the same order
     for each lane, with the loop over the lanes innermost, so that it runs in SIMD vectors."""
@@ -363,7 +361,9 @@ def _lane_error_norms(err, y, ynew, atol, rtol, out):
         a = atol[i]
         for l in range(LANES):
             k = i * LANES + l
-            sc = a + rtol * max(abs(y[k]), abs(ynew[k]))
+            ay = abs(y[k])
+            an = abs(ynew[k])
+            sc = a + rtol * (an if an > ay else ay)  # (max() compiles to branches here)
             r = err[k] / sc
             out[l] += r * r
     for l in range(LANES):
@@ -371,30 +371,119 @@ def _lane_error_norms(err, y, ynew, atol, rtol, out):
         out[l] = s if s <= 1.7976931348623157e308 else math.inf
     for i in range(N_STATES):
         for l in range(LANES):
-            if not (abs(ynew[i * LANES + l]) <= 1.7976931348623157e308):
-                out[l] = math.inf
+            bad = not (abs(ynew[i * LANES + l]) <= 1.7976931348623157e308)
+            out[l] = math.inf if bad else out[l]
 
 
-@kernel
-def _controller_accept(err, err_prev, k, after_reject):
-    """Step-size factor after an accepted step (PI control, no growth after a rejection)."""
-    if err == 0.0:
-        fac = _QMAX
+@kernel_inline
+def _log2(x):
+    """log2(x), clamped to [-64, 64], to about 1e-12: exact scaling by powers of two into
+    [sqrt(1/2), sqrt(2)], then 2*atanh((x-1)/(x+1))/ln(2) as a series. Arithmetic and selects
+    only, so that a loop over lanes runs in SIMD vectors (libm's log and pow are scalar calls:
+    two pow calls per step were an eighth of the lane path's time)."""
+    x = min(max(x, 5.421010862427522e-20), 1.8446744073709552e+19)  # 2**-64, 2**64
+    e = 0.0
+    if x >= 4294967296.0:
+        x *= 2.3283064365386963e-10
+        e += 32.0
+    if x < 2.3283064365386963e-10:
+        x *= 4294967296.0
+        e -= 32.0
+    if x >= 65536.0:
+        x *= 1.52587890625e-05
+        e += 16.0
+    if x < 1.52587890625e-05:
+        x *= 65536.0
+        e -= 16.0
+    if x >= 256.0:
+        x *= 0.00390625
+        e += 8.0
+    if x < 0.00390625:
+        x *= 256.0
+        e -= 8.0
+    if x >= 16.0:
+        x *= 0.0625
+        e += 4.0
+    if x < 0.0625:
+        x *= 16.0
+        e -= 4.0
+    if x >= 4.0:
+        x *= 0.25
+        e += 2.0
+    if x < 0.25:
+        x *= 4.0
+        e -= 2.0
+    if x >= 2.0:
+        x *= 0.5
+        e += 1.0
+    if x < 0.5:
+        x *= 2.0
+        e -= 1.0
+    if x > 1.4142135623730951:
+        x *= 0.5
+        e += 1.0
+    if x < 0.7071067811865476:
+        x *= 2.0
+        e -= 1.0
+    t = (x - 1.0) / (x + 1.0)  # |t| <= 0.172
+    t2 = t * t
+    s = 1.0 / 13.0
+    s = s * t2 + 1.0 / 11.0
+    s = s * t2 + 1.0 / 9.0
+    s = s * t2 + 1.0 / 7.0
+    s = s * t2 + 1.0 / 5.0
+    s = s * t2 + 1.0 / 3.0
+    s = s * t2 + 1.0
+    return e + (2.0 / 0.6931471805599453) * (t * s)
+
+
+@kernel_inline
+def _exp2(y):
+    """2**y for y clamped to [-4, 4] (step factors are clamped to [_QMIN, _QMAX] within that),
+    to about 3e-15: the Taylor series of exp(y ln2 / 8), squared three times. Arithmetic only
+    (see _log2)."""
+    w = min(max(y, -4.0), 4.0) * (0.6931471805599453 / 8.0)  # |w| <= 0.35
+    q = 1.0 / 479001600.0  # 1/12!
+    q = q * w + 1.0 / 39916800.0
+    q = q * w + 1.0 / 3628800.0
+    q = q * w + 1.0 / 362880.0
+    q = q * w + 1.0 / 40320.0
+    q = q * w + 1.0 / 5040.0
+    q = q * w + 1.0 / 720.0
+    q = q * w + 1.0 / 120.0
+    q = q * w + 1.0 / 24.0
+    q = q * w + 1.0 / 6.0
+    q = q * w + 0.5
+    q = q * w + 1.0
+    q = q * w + 1.0
+    q = q * q
+    q = q * q
+    return q * q
+
+
+@kernel_inline
+def _step_factor(err, le, le_prev, k, after_reject):
+    """The step-size factor after an attempt with error norm ``err``; ``le`` = _log2(err),
+    ``le_prev`` = that of the previous accepted step, floored at _LOG2_ERR_PREV_MIN (0 after a
+    restart: an error norm of 1).
+
+    Accepted (err <= 1): PI control, 0.9 * err^(-beta1/k) * err_prev^(beta2/k), no growth
+    after a rejection (it settles at an error norm of 0.9^(k/(beta1 - beta2)) = 0.17 for
+    k = 5, as OrdinaryDiffEq's PI controller does; aiming at 0.59 instead took 17% fewer steps
+    for 2.5 times the global error on the tests' closed forms: the same work-precision curve).
+    Rejected: I control, 0.9 * err^(-1/k), a decrease; _QMIN for a non-finite err (inf from
+    _error_norm). Computed as 2^(log2 0.9 + ...) with _log2 and _exp2, so that the lanes'
+    SIMD pass (_lane_step_factors) runs without libm calls and gets solve_subject's bits.
+    """
+    # err = 0 or inf: le is clamped to -64 or 64, and the factor then to _QMAX or _QMIN
+    if err <= 1.0:
+        x = _LOG2_SAFETY + ((_BETA2 / k) * le_prev - (_BETA1 / k) * le)
+        fac = min(_QMAX, max(_QMIN, _exp2(x)))
+        if after_reject:
+            fac = min(fac, 1.0)
     else:
-        fac = _SAFETY * err ** (-_BETA1 / k) * err_prev ** (_BETA2 / k)
-    fac = min(_QMAX, max(_QMIN, fac))
-    if after_reject:
-        fac = min(fac, 1.0)
+        fac = min(1.0, max(_QMIN, _exp2(_LOG2_SAFETY - le / k)))
     return fac
-
-
-@kernel
-def _controller_reject(err, k):
-    """Step-size factor after a rejected step (I control, always a decrease)."""
-    if err == math.inf:
-        return _QMIN
-    fac = _SAFETY * err ** (-1.0 / k)
-    return min(1.0, max(_QMIN, fac))
 
 
 @kernel
@@ -629,7 +718,7 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
     if adaptive == 0 and not (h0 > 0.0):
         status = STEP_TOO_SMALL
     h = min(h, h_max)
-    err_prev = 1.0
+    le_prev = 0.0  # log2 of the previous accepted step's error norm (1 at a start)
     after_reject = False
     have_fsal = False  # Tsit5: K[0] = f(t, y) + rate is valid (FSAL)
     have_jac = False  # Rodas: J, dT valid at (t, y)
@@ -681,13 +770,15 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
                 err_norm = _error_norm(err, y, ynew, atol, rtol)
 
             if adaptive != 0:
+                le = _log2(err_norm)
+                fac = _step_factor(err_norm, le, le_prev, k_err, after_reject)
                 if not (err_norm <= 1.0):
                     stats[_S_REJECTED] += 1
                     if err_norm == math.inf:
                         n_nonfinite += 1
                     else:
                         n_nonfinite = 0
-                    h = h_try * _controller_reject(err_norm, k_err)
+                    h = h_try * fac
                     after_reject = True
                     if n_nonfinite >= _MAX_NONFINITE_REJECTS:
                         status = NON_FINITE
@@ -696,11 +787,10 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
                         status = NON_FINITE if n_nonfinite > 0 else STEP_TOO_SMALL
                         break
                     continue
-                fac = _controller_accept(err_norm, err_prev, k_err, after_reject)
                 h_next = h_try * fac
                 if clipped and fac >= 1.0:
                     h_next = max(h_next, h)  # a step shortened to hit a stop says little
-                err_prev = max(err_norm, _ERR_PREV_MIN)
+                le_prev = max(le, _LOG2_ERR_PREV_MIN)
                 after_reject = False
                 n_nonfinite = 0
             else:
@@ -741,7 +831,7 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
             have_fsal = False
             have_jac = False
             after_reject = False
-            err_prev = 1.0
+            le_prev = 0.0
         io = _record_upto(t, io, t_out, y, y_out)
         if t >= t_end:  # only reachable with NaN or decreasing t_out (the caller validates)
             break
@@ -812,8 +902,9 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
 # unrolled pass. Each lane keeps its own time, step size, events, outputs and status, and runs
 # the control logic of _integrate unchanged (below, split at the step attempt), so a subject's
 # result does not depend on which lane or which other subjects it ran with (bit for bit), and
-# it takes solve_subject's steps with solve_subject's trajectory up to rounding (the compiler
-# may fuse multiply-adds differently in the two builds); tests/test_lanes.py checks both.
+# it takes solve_subject's steps with solve_subject's trajectory, to the bit (nothing is
+# compiled with contraction into fused multiply-adds; build.HEADER_CPU); tests/test_lanes.py
+# checks both.
 # Each lane function is one loop over the lanes, which LLVM turns into SIMD vectors (it does so
 # for 16 or more iterations; hence 32 lanes, _codegen.lanes_for): 2.7-3.4x the throughput of
 # one subject at a time on one core (benchmarks/bench_lanes.py). Used for adaptive Rodas5P with
@@ -827,9 +918,10 @@ _LF_T = 0
 _LF_H = 1
 _LF_HTRY = 2
 _LF_TSTOP = 3
-_LF_ERRPREV = 4
+_LF_LEPREV = 4  # log2 of the previous accepted error norm (le_prev of _integrate)
 _LF_HMIN = 5
-_LF_N = 6
+_LF_HLAST = 6  # the last accepted step (fstats[s, 1] when the subject finishes)
+_LF_N = 7
 # per-lane integer state
 _LI_SUBJ = 0
 _LI_IE = 1
@@ -842,7 +934,8 @@ _LI_CLIPPED = 7
 _LI_INNER = 8
 _LI_NONFIN = 9
 _LI_ACTIVE = 10
-_LI_N = 11
+_LI_CNT = 11  # rows _LI_CNT + _S_*: the subject's counters, added to stats[s] when it finishes
+_LI_N = _LI_CNT + _S_LU_FALLBACK + 1
 # what _lane_to_attempt found
 _LANE_ATTEMPT = 1
 _LANE_DONE = 0
@@ -882,21 +975,19 @@ def _lane_dense_factor(l, JvL, c, Jvs, W, piv):
 
 
 @kernel
-def _lane_w_solve(WvL, b, any_dense, codeL, Wd, pivd, bd):
-    """W x = b in place for every lane: the sparse factors, and the dense ones for the lanes
-    whose sparse LU refused a pivot (codeL[l] == 2; ``any_dense``: there are such lanes)."""
-    if any_dense:
-        for l in range(LANES):
-            if codeL[l] == 2:
-                for i in range(N_STATES):
-                    bd[l, i] = b[i * LANES + l]
+def _lane_w_solve(WvL, b, codeL, Wd, pivd, bd):
+    """W x = b in place for every lane when some lanes' sparse LU refused a pivot
+    (codeL[l] == 2): the sparse factors, and the dense ones for those lanes."""
+    for l in range(LANES):
+        if codeL[l] == 2:
+            for i in range(N_STATES):
+                bd[l, i] = b[i * LANES + l]
     lu_solve_L(WvL, b)
-    if any_dense:
-        for l in range(LANES):
-            if codeL[l] == 2:
-                _lu_solve(Wd[l], pivd[l], bd[l])
-                for i in range(N_STATES):
-                    b[i * LANES + l] = bd[l, i]
+    for l in range(LANES):
+        if codeL[l] == 2:
+            _lu_solve(Wd[l], pivd[l], bd[l])
+            for i in range(N_STATES):
+                b[i * LANES + l] = bd[l, i]
 
 
 @kernel
@@ -924,14 +1015,20 @@ def _lane_attempt(tL, hL, act, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL
                 n_dense += 1
             else:
                 codeL[l] = 0  # an idle lane: its numbers are not used
-    _lane_w_solve(WvL, KL[0:nl], n_dense > 0, codeL, Wd, pivd, bd)
+    if n_dense > 0:
+        _lane_w_solve(WvL, KL[0:nl], codeL, Wd, pivd, bd)
+    else:
+        lu_solve_L(WvL, KL[0:nl])
     for s in range(1, RODAS5P_STAGES):
         _rodas_u_L(s, yL, KL, uL)
         rhs_L(tL, uL, pL, fuL)
         if any_on:
             _lane_add_rate(fuL, rateL, ron)
         _rodas_k_L(s, ihL, fuL, KL)
-        _lane_w_solve(WvL, KL[s * nl:(s + 1) * nl], n_dense > 0, codeL, Wd, pivd, bd)
+        if n_dense > 0:  # (a direct call: _lane_w_solve's many arguments cost 50 pushes)
+            _lane_w_solve(WvL, KL[s * nl:(s + 1) * nl], codeL, Wd, pivd, bd)
+        else:
+            lu_solve_L(WvL, KL[s * nl:(s + 1) * nl])
     last = (RODAS5P_STAGES - 1) * nl
     for k in range(nl):
         ynewL[k] = uL[k] + KL[last + k]
@@ -945,7 +1042,7 @@ def _lane_events(l, t, li, ev_time, ev_kind, ev_state, ev_value, yL, rateL, ron,
     _lane_get(l, yL, ys)
     _lane_get(l, rateL, rates)
     rates[N_STATES] = ron[l]
-    li[l, _LI_IE] = _apply_events(t, li[l, _LI_IE], ev_time, ev_kind, ev_state, ev_value, ys, rates, y0, pl)
+    li[_LI_IE, l] = _apply_events(t, li[_LI_IE, l], ev_time, ev_kind, ev_state, ev_value, ys, rates, y0, pl)
     _lane_put(l, ys, yL)
     _lane_put(l, rates, rateL)
     ron[l] = rates[N_STATES]
@@ -956,123 +1053,208 @@ def _lane_events(l, t, li, ev_time, ev_kind, ev_state, ev_value, yL, rateL, ron,
 @kernel
 def _lane_record(l, t, li, t_out, yL, ys, y_out):
     _lane_get(l, yL, ys)
-    li[l, _LI_IO] = _record_upto(t, li[l, _LI_IO], t_out, ys, y_out)
+    li[_LI_IO, l] = _record_upto(t, li[_LI_IO, l], t_out, ys, y_out)
 
 
 @kernel_inline
-def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, y0, rtol, atol,
-                     h_max, max_steps, yL, rateL, ron, pl, pL, y_out, stats,
+def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, a, b, Y0, rtol, atol,
+                     h_max, max_steps, yL, rateL, ron, Pl, pL, Y_out, stats,
                      ys, rates, f0s, fus, us):
     """Run lane l's control logic (that of _integrate) up to its next step attempt.
 
-    Returns _LANE_ATTEMPT with lf[l, _LF_HTRY] set and the attempt counted, or _LANE_DONE
-    when the subject has finished (status in li[l, _LI_STATUS]).
+    Its subject s = li[_LI_SUBJ, l] has the events ev_*[a:b]. The arrays are the cohort's
+    (``Y0``, ``Y_out``, ``stats``) and the block's (``Pl``): they are sliced only where an
+    event or an output needs it, not on every step (slices of nine arrays were a third of
+    this loop's time). Returns _LANE_ATTEMPT with lf[_LF_HTRY, l] set and the attempt
+    counted, or _LANE_DONE when the subject has finished (status in li[_LI_STATUS, l]).
     """
+    s = li[_LI_SUBJ, l]
     n_out = t_out.shape[0]
-    n_ev = ev_time.shape[0]
+    n_ev = b - a
     t_end = t_out[n_out - 1]
     k_err = float(RODAS5P_ERR_ORDER)
     while True:
-        if li[l, _LI_STATUS] != OK:  # a rejection ended the subject (_integrate's break)
+        if li[_LI_STATUS, l] != OK:  # a rejection ended the subject (_integrate's break)
             return _LANE_DONE
-        if li[l, _LI_INNER] == 0:  # top of the outer loop
-            if li[l, _LI_STATUS] != OK or li[l, _LI_IO] >= n_out:
+        if li[_LI_INNER, l] == 0:  # top of the outer loop
+            if li[_LI_STATUS, l] != OK or li[_LI_IO, l] >= n_out:
                 return _LANE_DONE
             t_stop = t_end
-            ie = li[l, _LI_IE]
-            if ie < n_ev and ev_time[ie] < t_stop:
-                t_stop = ev_time[ie]
-            lf[l, _LF_TSTOP] = t_stop
-            li[l, _LI_INNER] = 1
-        t = lf[l, _LF_T]
-        t_stop = lf[l, _LF_TSTOP]
+            ie = li[_LI_IE, l]
+            if ie < n_ev and ev_time[a + ie] < t_stop:
+                t_stop = ev_time[a + ie]
+            lf[_LF_TSTOP, l] = t_stop
+            li[_LI_INNER, l] = 1
+        t = lf[_LF_T, l]
+        t_stop = lf[_LF_TSTOP, l]
         leave = False  # leave the inner loop (to the stop handling, or finish on a status)
         if not (t < t_stop):
             leave = True
         else:
             hmin = max(16.0 * _EPS * abs(t), _HMIN_FLOOR)
-            lf[l, _LF_HMIN] = hmin
-            if li[l, _LI_NEEDH] != 0:
+            lf[_LF_HMIN, l] = hmin
+            if li[_LI_NEEDH, l] != 0:
                 _lane_get(l, yL, ys)
                 _lane_get(l, rateL, rates)
                 rates[N_STATES] = ron[l]
-                h = _initial_step(t, ys, rates, pl, f0s, fus, us, atol, rtol, k_err, h_max, stats)
-                lf[l, _LF_H] = h
-                li[l, _LI_NEEDH] = 0
+                h = _initial_step(t, ys, rates, Pl[l], f0s, fus, us, atol, rtol, k_err, h_max,
+                                  stats[s])
+                lf[_LF_H, l] = h
+                li[_LI_NEEDH, l] = 0
                 if not (h <= 1.7976931348623157e308):
-                    li[l, _LI_STATUS] = NON_FINITE
+                    li[_LI_STATUS, l] = NON_FINITE
                     leave = True
             if not leave:
-                h = lf[l, _LF_H]
+                h = lf[_LF_H, l]
                 h_try = h
-                li[l, _LI_CLIPPED] = 0
+                li[_LI_CLIPPED, l] = 0
                 if t + _FINAL_STRETCH * h_try >= t_stop:
                     h_try = t_stop - t
-                    li[l, _LI_CLIPPED] = 1
+                    li[_LI_CLIPPED, l] = 1
                     if h_try <= hmin:
-                        lf[l, _LF_T] = t_stop
+                        lf[_LF_T, l] = t_stop
                         leave = True
                 if not leave:
                     if h_try < hmin:
-                        li[l, _LI_STATUS] = STEP_TOO_SMALL
+                        li[_LI_STATUS, l] = STEP_TOO_SMALL
                         leave = True
-                    elif stats[_S_STEPS] >= max_steps:
-                        li[l, _LI_STATUS] = MAX_STEPS
+                    elif li[_LI_CNT + _S_STEPS, l] >= max_steps:
+                        li[_LI_STATUS, l] = MAX_STEPS
                         leave = True
                     else:
-                        stats[_S_STEPS] += 1
-                        lf[l, _LF_HTRY] = h_try
+                        li[_LI_CNT + _S_STEPS, l] += 1
+                        lf[_LF_HTRY, l] = h_try
                         return _LANE_ATTEMPT
         # the inner loop is left
-        li[l, _LI_INNER] = 0
-        if li[l, _LI_STATUS] != OK:
+        li[_LI_INNER, l] = 0
+        if li[_LI_STATUS, l] != OK:
             return _LANE_DONE
-        t = lf[l, _LF_T]
-        ie = li[l, _LI_IE]
-        if ie < n_ev and ev_time[ie] <= t:
-            _lane_events(l, t, li, ev_time, ev_kind, ev_state, ev_value, yL, rateL, ron, y0, pl,
-                         pL, ys, rates)
-            li[l, _LI_HAVEJAC] = 0
-            li[l, _LI_AFTERREJ] = 0
-            lf[l, _LF_ERRPREV] = 1.0
-        _lane_record(l, t, li, t_out, yL, ys, y_out)
+        t = lf[_LF_T, l]
+        ie = li[_LI_IE, l]
+        if ie < n_ev and ev_time[a + ie] <= t:
+            _lane_events(l, t, li, ev_time[a:b], ev_kind[a:b], ev_state[a:b], ev_value[a:b], yL,
+                         rateL, ron, Y0[s], Pl[l], pL, ys, rates)
+            li[_LI_HAVEJAC, l] = 0
+            li[_LI_AFTERREJ, l] = 0
+            lf[_LF_LEPREV, l] = 0.0
+        _lane_record(l, t, li, t_out, yL, ys, Y_out[s])
         if t >= t_end:
             return _LANE_DONE
 
 
-@kernel_inline
-def _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, y_out, stats, fstats,
-                        ys, ynews, Ks, dense):
-    """Lane l's accept/reject logic after an attempt (that of _integrate)."""
-    k_err = float(RODAS5P_ERR_ORDER)
-    h_try = lf[l, _LF_HTRY]
-    t = lf[l, _LF_T]
-    if not (err_norm <= 1.0):
-        stats[_S_REJECTED] += 1
-        if err_norm == math.inf:
-            li[l, _LI_NONFIN] += 1
-        else:
-            li[l, _LI_NONFIN] = 0
-        h = h_try * _controller_reject(err_norm, k_err)
-        lf[l, _LF_H] = h
-        li[l, _LI_AFTERREJ] = 1
-        if li[l, _LI_NONFIN] >= _MAX_NONFINITE_REJECTS:
-            li[l, _LI_STATUS] = NON_FINITE
-        elif h < lf[l, _LF_HMIN]:
-            li[l, _LI_STATUS] = NON_FINITE if li[l, _LI_NONFIN] > 0 else STEP_TOO_SMALL
-        return
-    fac = _controller_accept(err_norm, lf[l, _LF_ERRPREV], k_err, li[l, _LI_AFTERREJ] != 0)
-    h_next = h_try * fac
-    clipped = li[l, _LI_CLIPPED] != 0
-    if clipped and fac >= 1.0:
-        h_next = max(h_next, lf[l, _LF_H])
-    lf[l, _LF_ERRPREV] = max(err_norm, _ERR_PREV_MIN)
-    li[l, _LI_AFTERREJ] = 0
-    li[l, _LI_NONFIN] = 0
-    stats[_S_ACCEPTED] += 1
-    t_new = lf[l, _LF_TSTOP] if clipped else t + h_try
+@kernel
+def _lane_plan(lf, li, max_steps, act, tL, hL):
+    """The common case of _lane_to_attempt for every lane in one SIMD pass: a lane inside a
+    stretch between stops, with its step size known, whose next step neither reaches the
+    stop nor is too small nor over max_steps, attempts h (act[l] = 1, counted). Every other
+    lane (act[l] = 0) goes through _lane_to_attempt. Selects only, no branches per lane."""
+    for l in range(LANES):
+        t = lf[_LF_T, l]
+        h = lf[_LF_H, l]
+        hmin = max(16.0 * _EPS * abs(t), _HMIN_FLOOR)
+        go = ((li[_LI_ACTIVE, l] != 0) & (li[_LI_INNER, l] != 0) & (li[_LI_STATUS, l] == OK)
+              & (li[_LI_NEEDH, l] == 0) & (t + _FINAL_STRETCH * h < lf[_LF_TSTOP, l])
+              & (h >= hmin) & (li[_LI_CNT + _S_STEPS, l] < max_steps))
+        act[l] = 1 if go else 0
+        lf[_LF_HMIN, l] = hmin if go else lf[_LF_HMIN, l]
+        lf[_LF_HTRY, l] = h if go else lf[_LF_HTRY, l]
+        li[_LI_CLIPPED, l] = 0 if go else li[_LI_CLIPPED, l]
+        li[_LI_CNT + _S_STEPS, l] += 1 if go else 0
+        hL[l] = h if go else hL[l]
+        tL[l] = t if go else tL[l]
+
+
+@kernel
+def _lane_update(act, code, en, lg, fac, lf, li, t_out, h_max, acc):
+    """The common cases of _lane_after_attempt for every lane in one SIMD pass, and the
+    counters of every attempt (as _rodas_prepare, _w_factor and _rodas_step count them): an
+    accepted step with no output time inside it (acc[l] = 1), and a rejection that leaves the
+    subject running. Lanes with anything else (outputs to record, a non-finite error, a step
+    size under the floor) get act[l] = 2, for _lane_after_attempt. Selects only."""
     n_out = t_out.shape[0]
-    io = li[l, _LI_IO]
+    for l in range(LANES):
+        a = act[l] != 0
+        c = code[l]
+        first = a & (li[_LI_HAVEJAC, l] == 0)  # f and the Jacobian at a new point
+        li[_LI_CNT + _S_RHS, l] += (1 if first else 0) + (RODAS5P_STAGES - 1 if a & (c != 3) else 0)
+        li[_LI_CNT + _S_JAC, l] += 1 if first else 0
+        li[_LI_CNT + _S_LU, l] += 1 if a else 0
+        li[_LI_CNT + _S_LU_FALLBACK, l] += 1 if a & (c != 0) else 0
+        e = en[l]
+        f = fac[l]
+        h_try = lf[_LF_HTRY, l]
+        h = lf[_LF_H, l]
+        clipped = li[_LI_CLIPPED, l] != 0
+        t_new = lf[_LF_TSTOP, l] if clipped else lf[_LF_T, l] + h_try
+        io = li[_LI_IO, l]
+        due = (io < n_out) & (t_out[min(max(io, 0), n_out - 1)] < t_new)
+        ok = e <= 1.0
+        h_next = h_try * f
+        h_next = max(h_next, h) if clipped & (f >= 1.0) else h_next
+        h_rej = h_try * f
+        take = a & ok & (~due)
+        drop = a & (~ok) & (e != math.inf) & (h_rej >= lf[_LF_HMIN, l])
+        lf[_LF_H, l] = min(h_next, h_max) if take else (h_rej if drop else h)
+        lf[_LF_T, l] = t_new if take else lf[_LF_T, l]
+        lf[_LF_LEPREV, l] = max(lg[l], _LOG2_ERR_PREV_MIN) if take else lf[_LF_LEPREV, l]
+        lf[_LF_HLAST, l] = h_try if take else lf[_LF_HLAST, l]
+        li[_LI_AFTERREJ, l] = 0 if take else (1 if drop else li[_LI_AFTERREJ, l])
+        li[_LI_NONFIN, l] = 0 if take | drop else li[_LI_NONFIN, l]
+        li[_LI_HAVEJAC, l] = 0 if take else (1 if a else li[_LI_HAVEJAC, l])
+        li[_LI_CNT + _S_ACCEPTED, l] += 1 if take else 0
+        li[_LI_CNT + _S_REJECTED, l] += 1 if drop else 0
+        acc[l] = 1 if take else 0
+        act[l] = 2 if a & (~(take | drop)) else act[l]
+
+
+@kernel
+def _lane_step_factors(en, code, lf, li, k, fac, lg):
+    """fac[l] = _step_factor of lane l and lg[l] = _log2(en[l]), for every lane in one SIMD
+    pass (both are arithmetic and selects only; libm's pow and log are scalar calls), with
+    solve_subject's bits. An attempt whose W was singular (code 3) gets en = inf."""
+    for l in range(LANES):
+        e = math.inf if code[l] == 3 else en[l]
+        en[l] = e
+        le = _log2(e)
+        lg[l] = le
+        fac[l] = _step_factor(e, le, lf[_LF_LEPREV, l], k, li[_LI_AFTERREJ, l] != 0)
+
+
+@kernel_inline
+def _lane_after_attempt(l, err_norm, le, fac, lf, li, t_out, h_max, yL, ynewL, KL, Y_out, ys,
+                        ynews, Ks, dense):
+    """Lane l's accept/reject logic after an attempt (that of _integrate), with the step
+    factor ``fac`` and ``le`` = _log2(err_norm) from _lane_step_factors, where _lane_update
+    leaves it: an accepted step with outputs to record, or a rejection that ends the subject.
+    Returns 1 if the step is accepted: the caller then moves ynewL into yL (_lane_accept)."""
+    s = li[_LI_SUBJ, l]
+    h_try = lf[_LF_HTRY, l]
+    t = lf[_LF_T, l]
+    if not (err_norm <= 1.0):
+        li[_LI_CNT + _S_REJECTED, l] += 1
+        if err_norm == math.inf:
+            li[_LI_NONFIN, l] += 1
+        else:
+            li[_LI_NONFIN, l] = 0
+        h = h_try * fac
+        lf[_LF_H, l] = h
+        li[_LI_AFTERREJ, l] = 1
+        if li[_LI_NONFIN, l] >= _MAX_NONFINITE_REJECTS:
+            li[_LI_STATUS, l] = NON_FINITE
+        elif h < lf[_LF_HMIN, l]:
+            li[_LI_STATUS, l] = NON_FINITE if li[_LI_NONFIN, l] > 0 else STEP_TOO_SMALL
+        return 0
+    h_next = h_try * fac
+    clipped = li[_LI_CLIPPED, l] != 0
+    if clipped and fac >= 1.0:
+        h_next = max(h_next, lf[_LF_H, l])
+    lf[_LF_LEPREV, l] = max(le, _LOG2_ERR_PREV_MIN)
+    li[_LI_AFTERREJ, l] = 0
+    li[_LI_NONFIN, l] = 0
+    li[_LI_CNT + _S_ACCEPTED, l] += 1
+    t_new = lf[_LF_TSTOP, l] if clipped else t + h_try
+    n_out = t_out.shape[0]
+    io = li[_LI_IO, l]
     if io < n_out and t_out[io] < t_new:
         nl = N_STATES * LANES
         for j in range(RODAS5P_STAGES):
@@ -1081,17 +1263,28 @@ def _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, y_out,
         _rodas_dense_prepare(Ks, dense)
         _lane_get(l, yL, ys)
         _lane_get(l, ynewL, ynews)
+        y_out = Y_out[s]
         while io < n_out and t_out[io] < t_new:
             theta = (t_out[io] - t) / h_try
             _rodas_dense(theta, ys, ynews, dense, y_out[io])
             io += 1
-        li[l, _LI_IO] = io
-    for i in range(N_STATES):
-        yL[i * LANES + l] = ynewL[i * LANES + l]
-    li[l, _LI_HAVEJAC] = 0
-    lf[l, _LF_T] = t_new
-    fstats[1] = h_try
-    lf[l, _LF_H] = min(h_next, h_max)
+        li[_LI_IO, l] = io
+    li[_LI_HAVEJAC, l] = 0
+    lf[_LF_T, l] = t_new
+    lf[_LF_HLAST, l] = h_try
+    lf[_LF_H, l] = min(h_next, h_max)
+    return 1
+
+
+@kernel
+def _lane_accept(acc, yL, ynewL):
+    """yL = ynewL in the lanes whose step was accepted (acc[l] != 0). (Lane by lane: 32 ns
+    for 12 states; a loop over the lanes inside one over the states, with a select or a
+    conditional store, is unrolled into 32 branches per state and takes 90 ns.)"""
+    for l in range(LANES):
+        if acc[l] != 0:
+            for i in range(N_STATES):
+                yL[i * LANES + l] = ynewL[i * LANES + l]
 
 
 @kernel
@@ -1099,8 +1292,8 @@ def _lane_start(l, s, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_v
                 lf, li, yL, rateL, ron, Pl, pL, Y_out, stats, fstats, ys, rates):
     """Put subject s into lane l: initial state, parameters (with derived values), the events
     at t0 and the outputs up to t0, as _integrate begins."""
-    li[l, _LI_SUBJ] = s
-    li[l, _LI_ACTIVE] = 1
+    li[_LI_SUBJ, l] = s
+    li[_LI_ACTIVE, l] = 1
     st = stats[s]
     for i in range(min(st.shape[0], _S_LU_FALLBACK + 1)):
         st[i] = 0
@@ -1116,17 +1309,20 @@ def _lane_start(l, s, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_v
     derive(pl)
     for k in range(pl.shape[0]):
         pL[k * LANES + l] = pl[k]
-    lf[l, _LF_T] = t0
-    lf[l, _LF_ERRPREV] = 1.0
-    li[l, _LI_STATUS] = OK
-    li[l, _LI_INNER] = 0
-    li[l, _LI_AFTERREJ] = 0
-    li[l, _LI_HAVEJAC] = 0
-    li[l, _LI_NONFIN] = 0
-    li[l, _LI_IE] = 0
-    li[l, _LI_IO] = 0
-    li[l, _LI_NEEDH] = 1 if not (h0 > 0.0) else 0
-    lf[l, _LF_H] = min(h0 if h0 > 0.0 else 0.0, h_max)
+    for i in range(_S_LU_FALLBACK + 1):
+        li[_LI_CNT + i, l] = 0
+    lf[_LF_HLAST, l] = 0.0
+    lf[_LF_T, l] = t0
+    lf[_LF_LEPREV, l] = 0.0
+    li[_LI_STATUS, l] = OK
+    li[_LI_INNER, l] = 0
+    li[_LI_AFTERREJ, l] = 0
+    li[_LI_HAVEJAC, l] = 0
+    li[_LI_NONFIN, l] = 0
+    li[_LI_IE, l] = 0
+    li[_LI_IO, l] = 0
+    li[_LI_NEEDH, l] = 1 if not (h0 > 0.0) else 0
+    lf[_LF_H, l] = min(h0 if h0 > 0.0 else 0.0, h_max)
     if t_out.shape[0] == 0:  # nothing to record: _lanes_run finishes the subject at once
         return
     a = ev_ptr[s]
@@ -1137,16 +1333,20 @@ def _lane_start(l, s, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_v
 
 
 @kernel
-def _lane_finish(l, lf, li, Y_out, fstats, status):
-    """Close lane l's subject as _integrate ends: time reached, rows not reached are NaN."""
-    s = li[l, _LI_SUBJ]
-    fstats[s, 0] = lf[l, _LF_T]
+def _lane_finish(l, lf, li, Y_out, stats, fstats, status):
+    """Close lane l's subject as _integrate ends: time reached, last step, counters, rows not
+    reached are NaN."""
+    s = li[_LI_SUBJ, l]
+    fstats[s, 0] = lf[_LF_T, l]
+    fstats[s, 1] = lf[_LF_HLAST, l]
+    for i in range(min(stats.shape[1], _S_LU_FALLBACK + 1)):
+        stats[s, i] += li[_LI_CNT + i, l]
     n_out = Y_out.shape[1]
-    for r in range(li[l, _LI_IO], n_out):
+    for r in range(li[_LI_IO, l], n_out):
         for i in range(N_STATES):
             Y_out[s, r, i] = math.nan
-    status[s] = li[l, _LI_STATUS] if n_out > 0 else OK
-    li[l, _LI_ACTIVE] = 0
+    status[s] = li[_LI_STATUS, l] if n_out > 0 else OK
+    li[_LI_ACTIVE, l] = 0
 
 
 def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
@@ -1220,28 +1420,28 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         n, nl = N_STATES, N_STATES * LANES
         npx = P.shape[1] + N_DERIVED
         ctl = np.zeros(1, dtype=np.int64)  # next subject of the block
-        lf = np.zeros((LANES, _LF_N))
-        li = np.zeros((LANES, _LI_N), dtype=np.int64)
+        lf = np.zeros((_LF_N, LANES))  # [quantity, lane]: a quantity of every lane is contiguous
+        li = np.zeros((_LI_N, LANES), dtype=np.int64)
         f1 = [np.zeros(nl) for _ in range(6)]  # yL, ynewL, rateL, uL, fuL, errL
         KL = np.zeros(RODAS5P_STAGES * nl)
         JvL, WvL = np.zeros(JAC_NNZ * LANES), np.zeros(LU_NNZ * LANES)
         pL, Pl = np.zeros(npx * LANES), np.zeros((LANES, npx))
-        ron, tL, hL, cL, ihL, enL = (np.zeros(LANES) for _ in range(6))
+        ron, tL, hL, cL, ihL, enL, facL, lgL = (np.zeros(LANES) for _ in range(8))
         codeL = np.zeros(LANES, dtype=np.int64)
         ys, ynews, f0s, fus, us = (np.zeros(n) for _ in range(5))
         rates = np.zeros(n + 1)
         Ks = np.zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
         dense = np.zeros((3, n))
         yL, ynewL, rateL, uL, fuL, errL = f1
-        act = np.zeros(LANES, dtype=np.int64)
+        act, acc = np.zeros(LANES, dtype=np.int64), np.zeros(LANES, dtype=np.int64)
         # the dense pivoted LU of lanes whose sparse LU refuses a pivot
         Jvs, Wd, pivd, bd = (np.zeros(JAC_NNZ), np.zeros((LANES, n, n)),
                              np.zeros((LANES, n), dtype=np.int64), np.zeros((LANES, n)))
         run(bk * per_block, min(n_subj, (bk + 1) * per_block), t0, Y0, P, t_out, ev_ptr, ev_time,
             ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out, status, stats,
             fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL,
-            hL, cL, ihL, enL, codeL, act, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, us, Ks,
-            dense)
+            hL, cL, ihL, enL, facL, lgL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s,
+            fus, us, Ks, dense)
 
     threads = min(get_num_threads(), n_blocks)
     if threads <= 1:
@@ -1257,10 +1457,12 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
 def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
                rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats, ctl, lf, li, yL,
                ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL, enL,
-               codeL, act, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, us, Ks, dense):
+               facL, lgL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, us, Ks,
+               dense):
     """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the block's work
     arrays (compiled without numba's runtime, so the many array views cost no reference
     counting)."""
+    k_err = float(RODAS5P_ERR_ORDER)
     nxt = s_begin
     for l in range(LANES):
         if nxt < s_end:
@@ -1270,58 +1472,44 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
             nxt += 1
     ctl[0] = nxt
     while True:
+        _lane_plan(lf, li, max_steps, act, tL, hL)
         n_active = 0
         n_on = 0  # lanes with an input rate on (a bool flag here would be typed as a literal
         # False first, and _lane_attempt compiled twice)
         for l in range(LANES):
-            act[l] = 0
-            while li[l, _LI_ACTIVE] != 0:
-                s = li[l, _LI_SUBJ]
-                a = ev_ptr[s]
-                b = ev_ptr[s + 1]
-                r = _lane_to_attempt(l, lf, li, t_out, ev_time[a:b], ev_kind[a:b],
-                                     ev_state[a:b], ev_value[a:b], Y0[s], rtol, atol, h_max,
-                                     max_steps, yL, rateL, ron, Pl[l], pL, Y_out[s], stats[s],
-                                     ys, rates, f0s, fus, us)
+            while act[l] == 0 and li[_LI_ACTIVE, l] != 0:
+                s = li[_LI_SUBJ, l]
+                r = _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value,
+                                     ev_ptr[s], ev_ptr[s + 1], Y0, rtol, atol, h_max, max_steps,
+                                     yL, rateL, ron, Pl, pL, Y_out, stats, ys, rates, f0s, fus,
+                                     us)
                 if r == _LANE_ATTEMPT:
-                    n_active += 1
                     act[l] = 1
-                    hL[l] = lf[l, _LF_HTRY]
-                    tL[l] = lf[l, _LF_T]
-                    if ron[l] != 0.0:
-                        n_on += 1
+                    hL[l] = lf[_LF_HTRY, l]
+                    tL[l] = lf[_LF_T, l]
                     break
-                _lane_finish(l, lf, li, Y_out, fstats, status)
+                _lane_finish(l, lf, li, Y_out, stats, fstats, status)
                 if ctl[0] < s_end:
                     _lane_start(l, ctl[0], t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind,
                                 ev_state, ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL,
                                 Y_out, stats, fstats, ys, rates)
                     ctl[0] += 1
+            if act[l] != 0:
+                n_active += 1
+                if ron[l] != 0.0:
+                    n_on += 1
         if n_active == 0:
             return
         _lane_attempt(tL, hL, act, yL, pL, rateL, ron, n_on > 0, KL, uL, fuL, JvL, WvL, cL, ihL,
                       codeL, ynewL, errL, Jvs, Wd, pivd, bd)
         _lane_error_norms(errL, yL, ynewL, atol, rtol, enL)
+        _lane_step_factors(enL, codeL, lf, li, k_err, facL, lgL)
+        _lane_update(act, codeL, enL, lgL, facL, lf, li, t_out, h_max, acc)
         for l in range(LANES):
-            if act[l] == 0:
-                continue
-            s = li[l, _LI_SUBJ]
-            st = stats[s]
-            if li[l, _LI_HAVEJAC] == 0:  # counted as _rodas_prepare counts
-                st[_S_RHS] += 1
-                st[_S_JAC] += 1
-                li[l, _LI_HAVEJAC] = 1
-            # counted as _w_factor and _rodas_step count: one factorisation (a refused sparse
-            # one is counted as a fallback too) and, unless W was singular, 7 right-hand sides
-            code = codeL[l]
-            st[_S_LU] += 1
-            if code != 0 and st.shape[0] > _S_LU_FALLBACK:
-                st[_S_LU_FALLBACK] += 1
-            if code != 3:
-                st[_S_RHS] += RODAS5P_STAGES - 1
-            err_norm = math.inf if code == 3 else enL[l]
-            _lane_after_attempt(l, err_norm, lf, li, t_out, h_max, yL, ynewL, KL, Y_out[s], st,
-                                fstats[s], ys, ynews, Ks, dense)
+            if act[l] == 2:
+                acc[l] = _lane_after_attempt(l, enL[l], lgL[l], facL[l], lf, li, t_out, h_max,
+                                             yL, ynewL, KL, Y_out, ys, ynews, Ks, dense)
+        _lane_accept(acc, yL, ynewL)
 
 
 @kernel_parallel

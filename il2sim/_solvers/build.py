@@ -34,11 +34,14 @@ from numba import njit, prange
 # without numba's runtime (NRT): no atomic reference counting of every array argument at
 # every call (a third of the step time with it), and an allocation fails to compile.
 # kernel_alloc: entry points that allocate their work arrays once (needs the NRT).
-kernel = njit(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True, _nrt=False)
-kernel_inline = njit(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True, _nrt=False, inline="always")
-# kernel_strict: no contraction into fused multiply-adds, so that two loops over the same
-# numbers (one subject's, and every lane's in SIMD vectors) round alike, bit for bit.
-kernel_strict = njit(cache=True, fastmath=False, error_model="numpy", nogil=True, _nrt=False)
+# No fastmath, not even contraction into fused multiply-adds: LLVM fuses a*b + c only within
+# a basic block, so what fuses depends on what was inlined or hoisted where, and the numbers
+# with it. With contraction, a process that compiled the model and one that loaded it from
+# numba's cache gave cohorts that differed in the 13th digit (the lane driver links its
+# callees differently in the two), and a subject's lane differed from solve_subject's. Without,
+# both are bit for bit the same, at no measured cost (benchmarks/bench_lanes.py).
+kernel = njit(cache=True, fastmath=False, error_model="numpy", nogil=True, _nrt=False)
+kernel_inline = njit(cache=True, fastmath=False, error_model="numpy", nogil=True, _nrt=False, inline="always")
 kernel_alloc = njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 kernel_parallel = njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 '''
@@ -49,7 +52,8 @@ kernel_parallel = njit(cache=True, fastmath=False, error_model="numpy", parallel
 # ``kernel_parallel``: prange loops) stay plain, uncompiled Python in the CUDA module and are
 # never called there; the global kernels that replace them come from the CUDA trailer
 # (``_cuda_template.py``), which gives each thread its work arrays as ``cuda.local.array``.
-# No fastmath: NVVM contracts a*b+c into FMA by default, as the CPU header asks LLVM to.
+# NVVM contracts a*b+c into FMA by default (the CPU header does not): results equal the CPU's
+# to rounding.
 HEADER_CUDA = '''\
 import math
 import numpy as np
@@ -58,7 +62,6 @@ from numba import cuda
 prange = range
 kernel = cuda.jit(device=True, cache=True)
 kernel_inline = kernel  # NVVM inlines device functions itself
-kernel_strict = kernel
 
 
 def kernel_alloc(f):  # CPU-only entry point: never compiled or called in the CUDA module
@@ -185,7 +188,7 @@ def pow_lane_source() -> str:
     text = template_source()
     out = ["# Generated from the kernel template by build.pow_lane_source().", ""]
     for name, copy, renames in _POW_LANE_COPIES:
-        start = text.index(f"@kernel\ndef {name}(")
+        start = text.rindex("\n@", 0, text.index(f"\ndef {name}(")) + 1  # from its decorator
         body = text[start:text.index("\n\n\n", start)].replace(f"def {name}(", f"def {copy}(", 1)
         for old, new in renames:
             if old not in body:  # pragma: no cover - the template changed under the copy
