@@ -231,7 +231,7 @@ def _controller_inputs(rng):
 
 
 def test_lane_step_factors_are_solve_subjects_bit_for_bit_and_the_pi_formula(bench):
-    """_lane_step_factors (all lanes in SIMD vectors) gives every lane the bits of _log2 and
+    """_lane_step_factors (every lane in one pass) gives every lane the bits of _log2 and
     _step_factor (what solve_subject calls), and both are the PI / I controller of
     Hairer & Wanner: 0.9 err^(-0.7/k) err_prev^(0.4/k) after an accepted step (at most 1 after a
     rejection), 0.9 err^(-1/k) after a rejected one, within [0.2, 10] (0.2 for inf)."""
@@ -264,19 +264,15 @@ def test_lane_step_factors_are_solve_subjects_bit_for_bit_and_the_pi_formula(ben
     assert (e == np.inf).all() and (fac == 0.2).all()
 
 
-def test_log2_and_exp2_of_the_controller(bench):
-    """The controller's arithmetic-only log2 and exp2 (which run in SIMD vectors, where libm's
-    are scalar calls): log2 within 1e-12 of numpy's, exp2 within 5e-15 relative; clamped outside the
-    range the step factors use."""
+def test_log2_and_exp2_of_the_controller_clamp_where_the_factors_do(bench):
+    """The controller's log2 and 2**y: the library's values inside [2**-64, 2**64] and [-4, 4],
+    clamped outside (an error norm of 0 or inf, or an exponent past the factors' own clamps)."""
     m = bench.module
-    x = np.exp(np.random.default_rng(2).uniform(np.log(2.0**-64), np.log(2.0**64), 20000))
-    x = np.concatenate([x, 2.0 ** np.arange(-64, 65), [np.sqrt(2.0), np.sqrt(0.5)]])
-    got = np.array([m._log2(v) for v in x])
-    np.testing.assert_allclose(got, np.log2(x), rtol=0.0, atol=1e-12)
+    x = np.exp(np.random.default_rng(2).uniform(np.log(2.0**-64), np.log(2.0**64), 2000))
+    np.testing.assert_allclose([m._log2(v) for v in x], np.log2(x), rtol=0.0, atol=1e-13)
     assert [m._log2(v) for v in (0.0, 1e-300, 2.0**-70, 2.0**70, np.inf)] == [-64.0, -64.0, -64.0, 64.0, 64.0]
-    y = np.random.default_rng(3).uniform(-4.0, 4.0, 20000)
-    got = np.array([m._exp2(v) for v in y])
-    np.testing.assert_allclose(got, np.exp2(y), rtol=5e-15, atol=0.0)
+    y = np.random.default_rng(3).uniform(-4.0, 4.0, 2000)
+    np.testing.assert_allclose([m._exp2(v) for v in y], np.exp2(y), rtol=5e-15, atol=0.0)
     assert (m._exp2(-7.0), m._exp2(9.0)) == (m._exp2(-4.0), m._exp2(4.0))
     assert (m._exp2(-4.0), m._exp2(4.0)) == pytest.approx((1 / 16, 16.0), rel=5e-15)
 
