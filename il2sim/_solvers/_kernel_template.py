@@ -12,8 +12,8 @@ Entry points (all over flat arrays; see their docstrings): ``solve_subject`` (on
 ``eval_initial``. Inside, the method steps (``_rodas_step``, ``_tsit5_step``; the lane
 attempt ``_lane_attempt``), the step-size controller (``_step_factor``), dense output and
 event handling are separate functions; ``_integrate`` is the loop that ties them together,
-and ``_lane_to_attempt``/``_lane_after_attempt`` are the same loop split at the step attempt,
-for one lane (``_lane_plan``/``_lane_update``: its common cases for every lane at once).
+and ``_lane_to_attempt`` (one lane; ``_lane_plan``: its common case for every lane at once)
+and ``_lane_update`` (every lane) are the same loop split at the step attempt.
 """
 
 import math  # noqa: F401
@@ -920,6 +920,16 @@ def _lane_w_solve(WvL, b, codeL, Wd, pivd, bd):
                 b[i * LANES + l] = bd[l, i]
 
 
+@kernel_inline
+def _lane_solve(WvL, b, n_dense, codeL, Wd, pivd, bd):
+    """W x = b in place for every lane: the sparse solve called directly, or _lane_w_solve when
+    n_dense lanes took the dense LU (its many arguments cost 50 pushes a call)."""
+    if n_dense > 0:
+        _lane_w_solve(WvL, b, codeL, Wd, pivd, bd)
+    else:
+        lu_solve_L(WvL, b)
+
+
 @kernel
 def _lane_attempt(tL, hL, act, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL, cL, ihL,
                   codeL, ynewL, errL, Jvs, Wd, pivd, bd):
@@ -945,20 +955,14 @@ def _lane_attempt(tL, hL, act, yL, pL, rateL, ron, any_on, KL, uL, fuL, JvL, WvL
                 n_dense += 1
             else:
                 codeL[l] = 0  # an idle lane: its numbers are not used
-    if n_dense > 0:
-        _lane_w_solve(WvL, KL[0:nl], codeL, Wd, pivd, bd)
-    else:
-        lu_solve_L(WvL, KL[0:nl])
+    _lane_solve(WvL, KL[0:nl], n_dense, codeL, Wd, pivd, bd)
     for s in range(1, RODAS5P_STAGES):
         _rodas_u_L(s, yL, KL, uL)
         rhs_L(tL, uL, pL, fuL)
         if any_on:
             _lane_add_rate(fuL, rateL, ron)
         _rodas_k_L(s, ihL, fuL, KL)
-        if n_dense > 0:  # (a direct call: _lane_w_solve's many arguments cost 50 pushes)
-            _lane_w_solve(WvL, KL[s * nl:(s + 1) * nl], codeL, Wd, pivd, bd)
-        else:
-            lu_solve_L(WvL, KL[s * nl:(s + 1) * nl])
+        _lane_solve(WvL, KL[s * nl:(s + 1) * nl], n_dense, codeL, Wd, pivd, bd)
     last = (RODAS5P_STAGES - 1) * nl
     for k in range(nl):
         ynewL[k] = uL[k] + KL[last + k]
@@ -1097,12 +1101,13 @@ def _lane_plan(lf, li, max_steps, act, tL, hL):
 
 @kernel
 def _lane_update(act, code, en, lg, fac, lf, li, t_out, h_max, acc):
-    """The common cases of _lane_after_attempt for every lane in one pass, and the
-    counters of every attempt (as _rodas_prepare, _w_factor and _rodas_step count them): an
-    accepted step with no output time inside it (acc[l] = 1), and a rejection that leaves the
-    subject running. Lanes with anything else (outputs to record, a non-finite error, a step
-    size under the floor) get act[l] = 2, for _lane_after_attempt. Selects only (130 ns for
-    32 lanes)."""
+    """_integrate's accept/reject logic after an attempt, for every lane in one pass, and the
+    counters of every attempt (as _rodas_prepare, _w_factor and _rodas_step count them), with
+    the step factors of _lane_step_factors. acc[l] = 1 where the step is accepted (the caller
+    then moves ynewL into yL, _lane_accept), and act[l] = 2 where it also passes output times
+    (the caller records them, _lane_outputs, from the attempt's start tL[l]). Selects only,
+    no branch per lane (the scalar logic mispredicts; too many arrays for LLVM to vectorise
+    it: about 130 ns for 32 lanes)."""
     n_out = t_out.shape[0]
     for l in range(LANES):
         a = act[l] != 0
@@ -1116,27 +1121,34 @@ def _lane_update(act, code, en, lg, fac, lf, li, t_out, h_max, acc):
         f = fac[l]
         h_try = lf[_LF_HTRY, l]
         h = lf[_LF_H, l]
+        hf = h_try * f
+        take = a & (e <= 1.0)
+        drop = a & (~(e <= 1.0))
+        # accepted: the next step, the new time, whether output times lie inside the step
         clipped = li[_LI_CLIPPED, l] != 0
+        h_next = max(hf, h) if clipped & (f >= 1.0) else hf  # a clipped step says little
         t_new = lf[_LF_TSTOP, l] if clipped else lf[_LF_T, l] + h_try
         io = li[_LI_IO, l]
         due = (io < n_out) & (t_out[min(max(io, 0), n_out - 1)] < t_new)
-        ok = e <= 1.0
-        h_next = h_try * f
-        h_next = max(h_next, h) if clipped & (f >= 1.0) else h_next
-        h_rej = h_try * f
-        take = a & ok & (~due)
-        drop = a & (~ok) & (e != math.inf) & (h_rej >= lf[_LF_HMIN, l])
-        lf[_LF_H, l] = min(h_next, h_max) if take else (h_rej if drop else h)
+        # rejected: consecutive non-finite errors, and a status if the subject must stop
+        nonfin = li[_LI_NONFIN, l] + 1 if e == math.inf else 0
+        status = li[_LI_STATUS, l]
+        if hf < lf[_LF_HMIN, l]:
+            status = NON_FINITE if nonfin > 0 else STEP_TOO_SMALL
+        if nonfin >= _MAX_NONFINITE_REJECTS:
+            status = NON_FINITE
+        lf[_LF_H, l] = min(h_next, h_max) if take else (hf if drop else h)
         lf[_LF_T, l] = t_new if take else lf[_LF_T, l]
         lf[_LF_LEPREV, l] = max(lg[l], _LOG2_ERR_PREV_MIN) if take else lf[_LF_LEPREV, l]
         lf[_LF_HLAST, l] = h_try if take else lf[_LF_HLAST, l]
+        li[_LI_STATUS, l] = status if drop else li[_LI_STATUS, l]
         li[_LI_AFTERREJ, l] = 0 if take else (1 if drop else li[_LI_AFTERREJ, l])
-        li[_LI_NONFIN, l] = 0 if take | drop else li[_LI_NONFIN, l]
+        li[_LI_NONFIN, l] = 0 if take else (nonfin if drop else li[_LI_NONFIN, l])
         li[_LI_HAVEJAC, l] = 0 if take else (1 if a else li[_LI_HAVEJAC, l])
         li[_LI_CNT + _S_ACCEPTED, l] += 1 if take else 0
         li[_LI_CNT + _S_REJECTED, l] += 1 if drop else 0
         acc[l] = 1 if take else 0
-        act[l] = 2 if a & (~(take | drop)) else act[l]
+        act[l] = 2 if take & due else act[l]
 
 
 @kernel
@@ -1152,60 +1164,24 @@ def _lane_step_factors(en, code, lf, li, k, fac, lg):
         fac[l] = _step_factor(e, le, lf[_LF_LEPREV, l], k, li[_LI_AFTERREJ, l] != 0)
 
 
-@kernel_inline
-def _lane_after_attempt(l, err_norm, le, fac, lf, li, t_out, h_max, yL, ynewL, KL, Y_out, ys,
-                        ynews, Ks, dense):
-    """Lane l's accept/reject logic after an attempt (that of _integrate), with the step
-    factor ``fac`` and ``le`` = _log2(err_norm) from _lane_step_factors, where _lane_update
-    leaves it: an accepted step with outputs to record, or a rejection that ends the subject.
-    Returns 1 if the step is accepted: the caller then moves ynewL into yL (_lane_accept)."""
-    s = li[_LI_SUBJ, l]
-    h_try = lf[_LF_HTRY, l]
-    t = lf[_LF_T, l]
-    if not (err_norm <= 1.0):
-        li[_LI_CNT + _S_REJECTED, l] += 1
-        if err_norm == math.inf:
-            li[_LI_NONFIN, l] += 1
-        else:
-            li[_LI_NONFIN, l] = 0
-        h = h_try * fac
-        lf[_LF_H, l] = h
-        li[_LI_AFTERREJ, l] = 1
-        if li[_LI_NONFIN, l] >= _MAX_NONFINITE_REJECTS:
-            li[_LI_STATUS, l] = NON_FINITE
-        elif h < lf[_LF_HMIN, l]:
-            li[_LI_STATUS, l] = NON_FINITE if li[_LI_NONFIN, l] > 0 else STEP_TOO_SMALL
-        return 0
-    h_next = h_try * fac
-    clipped = li[_LI_CLIPPED, l] != 0
-    if clipped and fac >= 1.0:
-        h_next = max(h_next, lf[_LF_H, l])
-    lf[_LF_LEPREV, l] = max(le, _LOG2_ERR_PREV_MIN)
-    li[_LI_AFTERREJ, l] = 0
-    li[_LI_NONFIN, l] = 0
-    li[_LI_CNT + _S_ACCEPTED, l] += 1
-    t_new = lf[_LF_TSTOP, l] if clipped else t + h_try
+@kernel
+def _lane_outputs(l, t, li, t_out, yL, ynewL, KL, h_try, t_new, y_out, ys, ynews, Ks, dense):
+    """Record lane l's output times inside its accepted step [t, t_new] (Rodas5P's dense
+    output, as _integrate does), before ynewL moves into yL."""
+    nl = N_STATES * LANES
+    for j in range(RODAS5P_STAGES):
+        for i in range(N_STATES):
+            Ks[j, i] = KL[j * nl + i * LANES + l]
+    _rodas_dense_prepare(Ks, dense)
+    _lane_get(l, yL, ys)
+    _lane_get(l, ynewL, ynews)
     n_out = t_out.shape[0]
     io = li[_LI_IO, l]
-    if io < n_out and t_out[io] < t_new:
-        nl = N_STATES * LANES
-        for j in range(RODAS5P_STAGES):
-            for i in range(N_STATES):
-                Ks[j, i] = KL[j * nl + i * LANES + l]
-        _rodas_dense_prepare(Ks, dense)
-        _lane_get(l, yL, ys)
-        _lane_get(l, ynewL, ynews)
-        y_out = Y_out[s]
-        while io < n_out and t_out[io] < t_new:
-            theta = (t_out[io] - t) / h_try
-            _rodas_dense(theta, ys, ynews, dense, y_out[io])
-            io += 1
-        li[_LI_IO, l] = io
-    li[_LI_HAVEJAC, l] = 0
-    lf[_LF_T, l] = t_new
-    lf[_LF_HLAST, l] = h_try
-    lf[_LF_H, l] = min(h_next, h_max)
-    return 1
+    while io < n_out and t_out[io] < t_new:
+        theta = (t_out[io] - t) / h_try
+        _rodas_dense(theta, ys, ynews, dense, y_out[io])
+        io += 1
+    li[_LI_IO, l] = io
 
 
 @kernel
@@ -1452,8 +1428,8 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
         _lane_update(act, codeL, enL, lgL, facL, lf, li, t_out, h_max, acc)
         for l in range(LANES):
             if act[l] == 2:
-                acc[l] = _lane_after_attempt(l, enL[l], lgL[l], facL[l], lf, li, t_out, h_max,
-                                             yL, ynewL, KL, Y_out, ys, ynews, Ks, dense)
+                _lane_outputs(l, tL[l], li, t_out, yL, ynewL, KL, lf[_LF_HTRY, l], lf[_LF_T, l],
+                              Y_out[li[_LI_SUBJ, l]], ys, ynews, Ks, dense)
         _lane_accept(acc, yL, ynewL)
 
 
