@@ -70,7 +70,13 @@ def _cohort(m, model, n, days, seed=3):
 
 
 def _solve_cohort(m, P, Y0, evs, t_out, rtol=1e-6, atol=1e-9, max_steps=100_000, method="rodas5p"):
-    return H.solve_cohort(m, method, t_out, P, evs, Y0=Y0, rtol=rtol, atol=atol, max_steps=max_steps)
+    """solve_cohort on the lane path for any number of subjects (it sends fewer than _FEW one
+    at a time; these tests use a few as well)."""
+    few, m._FEW = m._FEW, 0
+    try:
+        return H.solve_cohort(m, method, t_out, P, evs, Y0=Y0, rtol=rtol, atol=atol, max_steps=max_steps)
+    finally:
+        m._FEW = few
 
 
 def _assert_like_solve_subject(m, P, Y0, evs, t_out, Y, st, ct, ft, **kw):
@@ -100,6 +106,25 @@ def test_lane_cohort_matches_solve_subject(bench):
     assert (st == 0).all()
     assert (Y != -1.0).all()  # every row written (the harness fills -1)
     _assert_like_solve_subject(m, P, Y0, evs, t_out, Y, st, ct, ft)
+
+
+def test_cohorts_of_fewer_than_a_lane_group_go_one_subject_at_a_time(bench, monkeypatch):
+    """solve_cohort sends fewer than _FEW (= LANES) subjects through solve_subject one at a
+    time, and _FEW or more through the lanes: the same bits either way."""
+    m, model = bench.module, bench.model
+    assert m._FEW == m.LANES == 32
+    P, Y0, evs, t_out = _cohort(m, model, 32, 2)
+    lanes = _solve_cohort(m, P, Y0, evs, t_out)
+    calls = []
+    for name in ("_lanes_run", "_solve_few"):
+        real = getattr(m, name)
+        monkeypatch.setattr(m, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    for n in (31, 1, 32):
+        calls.clear()
+        got = H.solve_cohort(m, "rodas5p", t_out, P[:n], evs[:n], Y0=Y0[:n])
+        assert calls == (["_lanes_run"] if n == 32 else ["_solve_few"]), n
+        for a, b in zip(got, lanes):
+            np.testing.assert_array_equal(a, b[:n])
 
 
 def test_lane_results_do_not_depend_on_companions_order_or_threads(bench):

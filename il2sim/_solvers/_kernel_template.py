@@ -837,11 +837,11 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
 # checks both.
 # Each lane function is one loop over the lanes, which LLVM turns into SIMD vectors (it does so
 # for 16 or more iterations; hence 32 lanes, _codegen.lanes_for): 3.0-4.1x the throughput of
-# one subject at a time on one core (benchmarks/bench_lanes.py). Used for adaptive Rodas5P with
-# the generated sparse LU and a right-hand side that does not read t (then f_t = 0); a cohort
-# with run-time exponents other than 0..4 (_lane_exponents_ok) runs the copy over the lane
-# functions that call pow (_lanes_run_p, build.pow_lane_source); anything else goes through
-# solve_subject.
+# one subject at a time on one core (benchmarks/bench_lanes.py). Used for cohorts of at least
+# _FEW subjects with adaptive Rodas5P, the generated sparse LU and a right-hand side that does
+# not read t (then f_t = 0); a cohort with run-time exponents other than 0..4
+# (_lane_exponents_ok) runs the copy over the lane functions that call pow (_lanes_run_p,
+# build.pow_lane_source); anything else goes through solve_subject.
 
 # per-lane float state
 _LF_T = 0
@@ -1257,21 +1257,63 @@ def _lane_finish(l, lf, li, Y_out, stats, fstats, status):
     li[_LI_ACTIVE, l] = 0
 
 
+_FEW = 32  # cohorts of fewer subjects go one subject at a time from Python (_solve_few)
+
+
 def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
                  ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
     """solve_subject for every subject in parallel; subject i's events are ev_*[ev_ptr[i]:ev_ptr[i+1]].
 
     Adaptive Rodas5P runs LANES subjects at a time where the model allows (``_LANES_OK``),
-    in blocks of up to ``_LANE_BLOCK`` subjects per thread, with the results of solve_subject up to
-    rounding (the same steps). A plain Python switch, so that only the path used is compiled.
+    in blocks of up to ``_LANE_BLOCK`` subjects per thread, with the results of solve_subject to
+    the bit. Fewer than ``_FEW`` subjects go one at a time (_solve_few): a lane group costs
+    as much as 7-8 subjects one at a time, so the lanes would save such a cohort milliseconds,
+    and their driver is most of a model's cold compile (20 of the shipped library's 25 s).
+    A plain Python switch, so that only the path used is compiled.
     """
-    if _LANES_OK and method == METHOD_RODAS and adaptive != 0:
+    if Y0.shape[0] < _FEW:
+        _solve_few(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                   ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
+    elif _LANES_OK and method == METHOD_RODAS and adaptive != 0:
         general = not _lane_exponents_ok(P, ev_ptr, ev_kind, ev_state, ev_value)
         _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol,
                             atol, h0, hmax, max_steps, Y_out, status, stats, fstats, general)
     else:
         _solve_cohort_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
                            ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
+
+
+def _on_threads(task, n_tasks):
+    """task(k) for k in range(n_tasks) on numba's thread count (``numba.get_num_threads()``)
+    of Python threads; the tasks run compiled code without the GIL. (Plain threads instead of
+    a prange loop: numba's parallel machinery would add seconds of compile time to every model
+    for no gain on independent tasks.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numba import get_num_threads
+
+    threads = min(get_num_threads(), n_tasks)
+    if threads <= 1:
+        for k in range(n_tasks):
+            task(k)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(task, range(n_tasks)):
+            pass
+
+
+def _solve_few(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+               ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
+    """solve_cohort for a few subjects: solve_subject for each, called from Python, so no
+    cohort driver is compiled."""
+
+    def one(s):
+        a, b = ev_ptr[s], ev_ptr[s + 1]
+        status[s] = solve_subject(method, adaptive, t0, Y0[s], P[s], t_out, ev_time[a:b],
+                                  ev_kind[a:b], ev_state[a:b], ev_value[a:b], rtol, atol, h0,
+                                  hmax, max_steps, Y_out[s], stats[s], fstats[s])
+
+    _on_threads(one, Y0.shape[0])
 
 
 def _lane_exponents_ok(P, ev_ptr, ev_kind, ev_state, ev_value):
@@ -1320,14 +1362,10 @@ def _zeros64(shape, dtype=np.float64):
 def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol,
                         atol, h0, hmax, max_steps, Y_out, status, stats, fstats, general=False):
     """The lane path of solve_cohort: blocks of up to _LANE_BLOCK subjects (fewer when that
-    leaves a thread without a block) on numba's thread count (``numba.get_num_threads()``) of
-    Python threads; the blocks run without the GIL. (Plain threads instead of a prange loop:
-    numba's parallel machinery would add seconds of compile time to every model for no gain
-    on independent blocks.) A subject's results do not depend on the blocks. ``general``: the
+    leaves a thread without a block) on numba's thread count (_on_threads). A subject's
+    results do not depend on the blocks. ``general``: the
     cohort has run-time exponents other than 0..4, so the lane functions that call pow run
     (_lanes_run_p, generated by build.pow_lane_source)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from numba import get_num_threads
 
     run = _lanes_run_p if general else _lanes_run  # noqa: F821 (_lanes_run_p: build.pow_lane_source)
@@ -1364,14 +1402,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
             hL, cL, ihL, enL, facL, lgL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s,
             fus, us, Ks, dense)
 
-    threads = min(get_num_threads(), n_blocks)
-    if threads <= 1:
-        for bk in range(n_blocks):
-            block(bk)
-        return
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for _ in pool.map(block, range(n_blocks)):
-            pass
+    _on_threads(block, n_blocks)
 
 
 @kernel
