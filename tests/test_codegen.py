@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import sympy
 
-from il2sim._codegen import cache_key, compile_model, default_cache_dir, generate_source
-from il2sim._expr import to_sympy
+from il2sim._codegen import cache_key, compile_model, default_cache_dir
+from il2sim._expr_sympy import to_sympy
+from il2sim._generate import generate_source
 from il2sim.errors import ModelSpecError
 from il2sim.model import available_models, load_model
 
@@ -335,7 +336,7 @@ def test_negative_integer_powers_divide_instead_of_raising():
     inf, the same number elsewhere."""
     import sympy
 
-    from il2sim._codegen import _Printer
+    from il2sim._generate import _Printer
 
     x, a, b = sympy.symbols("x a b")
     pr = _Printer({"x": "y[0]", "a": "p[1]", "b": "p[2]"})

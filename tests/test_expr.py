@@ -11,13 +11,8 @@ import warnings
 import pytest
 import sympy
 
-from il2sim._expr import (
-    MAX_NODES,
-    Hill,
-    evaluate,
-    parse_expr_checked,
-    to_sympy,
-)
+from il2sim._expr import MAX_NODES, evaluate, parse_expr_checked
+from il2sim._expr_sympy import Hill, to_sympy
 from il2sim.errors import ExpressionError, ModelSpecError
 
 W = "m.toml: [odes] X"

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import solver_harness as H
-from il2sim._codegen import compile_model, lanes_for
+from il2sim._codegen import compile_model
+from il2sim._generate import lanes_for
 from il2sim.model import load_model
 
 # Two states whose W = c*I - J has a pivot far below the entry under it at ordinary step

@@ -11,12 +11,12 @@ import pytest
 
 import il2sim
 import solver_harness as H
-from il2sim._codegen import (
+from il2sim._codegen import compile_model
+from il2sim._generate import (
     _entry_position,
     _Generator,
     _markowitz_order,
     _symbolic_lu,
-    compile_model,
     generate_source,
 )
 from il2sim._solvers import build

@@ -796,8 +796,8 @@ def child_diffrax(job, wl, out, work):
     import jax.numpy as jnp
     import sympy
 
-    from il2sim._codegen import _Generator
-    from il2sim._expr import Hill
+    from il2sim._expr_sympy import Hill
+    from il2sim._generate import _Generator
 
     model, mod = _model(job)
     P, Y0, t_out, ev = wl["P"], wl["Y0"], wl["t_out"], wl["events"]

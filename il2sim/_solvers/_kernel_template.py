@@ -836,7 +836,7 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
 # compiled with contraction into fused multiply-adds; build.HEADER_CPU); tests/test_lanes.py
 # checks both.
 # Each lane function is one loop over the lanes, which LLVM turns into SIMD vectors (it does so
-# for 16 or more iterations; hence 32 lanes, _codegen.lanes_for): 3.0-4.1x the throughput of
+# for 16 or more iterations; hence 32 lanes, _generate.lanes_for): 3.0-4.1x the throughput of
 # one subject at a time on one core (benchmarks/bench_lanes.py). Used for cohorts of at least
 # _FEW subjects with adaptive Rodas5P, the generated sparse LU and a right-hand side that does
 # not read t (then f_t = 0); a cohort with run-time exponents other than 0..4

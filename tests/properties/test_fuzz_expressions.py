@@ -8,7 +8,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from il2sim._expr import MAX_TEXT_LENGTH, evaluate, parse_expr_checked, to_sympy
+from il2sim._expr import MAX_TEXT_LENGTH, evaluate, parse_expr_checked
+from il2sim._expr_sympy import to_sympy
 from il2sim.errors import ExpressionError, Il2simError
 
 from _fuzz import fuzz, same_float
