@@ -96,6 +96,12 @@ class HillPow(sympy.Function):
     nargs = 3
 
 
+def _expand_hill_pow(e: sympy.Basic) -> sympy.Basic:
+    """``HillPow(x, en, n)`` written out as ``x**n / (en + x**n)``, so that common subexpression
+    elimination computes ``x**n`` once (the same arithmetic as printing HillPow)."""
+    return e.replace(HillPow, lambda x, en, n: x**n / (en + x**n)) if e.has(HillPow) else e
+
+
 class _Generator:
     def __init__(self, model: Model, *, sparse_lu: bool = True):
         self.model = model
@@ -292,17 +298,15 @@ class _Generator:
             "derive(p)", self.assignments([f"p[{npar + k}]" for k in range(len(derived))], derived)
         )
         self.printer.fast_pow = True
-        rhs_body = self.output_lines(rhs_needed, outs) + self.assignments(
-            [f"dy[{i}]" for i in range(len(self.y))], odes)
+        rhs_body = self.kernel_body(rhs_needed, outs, [f"dy[{i}]" for i in range(len(self.y))], odes)
         lines += self.function("rhs_k(t, y, p, dy)", rhs_body)
         lines += self.function(
             "jac_k(t, y, p, J)",
             ["for _i in range(N_STATES):", "    for _j in range(N_STATES):", "        J[_i, _j] = 0.0"]
-            + self.output_lines(jac_needed, outs)
-            + self.assignments(targets, jac_entries),
+            + self.kernel_body(jac_needed, outs, targets, jac_entries),
         )
-        jac_nz_body = self.output_lines(jac_needed, outs) + self.assignments(
-            [f"Jv[{k}]" for k in range(len(targets))], jac_entries)
+        jac_nz_body = self.kernel_body(jac_needed, outs, [f"Jv[{k}]" for k in range(len(targets))],
+                                       jac_entries)
         lines += self.function("jac_nz_k(t, y, p, Jv)", jac_nz_body)
         if lanes:
             # In a loop over lanes LLVM turns _powp's branches into selects and calls the scalar
@@ -326,6 +330,39 @@ class _Generator:
             indices = tuple(sorted(int(e[2:-1]) for e in exponents)) if plain else ()
             lines += [f"LANE_POW_EXPONENTS = {indices!r}", "", ""]
         self.printer.fast_pow = False
+        return lines
+
+    def kernel_body(self, needed: list[int], outs: list[sympy.Expr], targets: list[str],
+                    exprs: list[sympy.Expr]) -> list[str]:
+        """The outputs ``needed`` (``_o<k>`` from ``outs``), then ``target = expr`` lines, with
+        the common subexpressions of all of them shared (``sympy.cse`` over outputs and
+        targets together, each shared value computed just before its first use) and every
+        Hill term's ``x**n`` computed once: in the library's right-hand side the same power
+        of the free IL-2 concentration fed six Hill terms twice each, and each costs a copy of
+        ``_powp`` inlined (numba's compile time grows with the code)."""
+        names = [f"_o{k}" for k in needed] + list(targets)
+        notes = [f"  # {self.model.outputs[k].name}" for k in needed] + [""] * len(targets)
+        full = [_expand_hill_pow(outs[k]) for k in needed] + [_expand_hill_pow(e) for e in exprs]
+        subs, reduced = sympy.cse(full, symbols=sympy.numbered_symbols("_x"), order="none")
+        value = dict(subs)
+        rank = {sym: i for i, (sym, _) in enumerate(subs)}
+        defined = set(self.o) - {self.o[k] for k in needed}  # outputs this body does not compute
+        lines = []
+        for name, e, note in zip(names, reduced, notes):
+            todo, stack = set(), [x for x in e.free_symbols if x in value]
+            while stack:  # the shared values this line needs, and the ones they need
+                x = stack.pop()
+                if x not in todo and x not in defined:
+                    todo.add(x)
+                    stack.extend(d for d in value[x].free_symbols if d in value)
+            for x in sorted(todo, key=rank.__getitem__):
+                if any(o in value[x].free_symbols and o not in defined for o in self.o):
+                    raise RuntimeError(f"code generator: {x} = {value[x]} needs an output not yet computed")
+                lines.append(f"{x} = {self.pr(value[x])}")
+                defined.add(x)
+            lines.append(f"{name} = {self.pr(e)}{note}")
+            if name.startswith("_o"):
+                defined.add(self.o[int(name[2:])])
         return lines
 
     @staticmethod
