@@ -4,7 +4,7 @@
 
 For each config (default: the 12-state benchmark model and the seed-trial library) it solves
 the same N subjects with adaptive Rodas5P (rtol 1e-6, atol 1e-9 for every state) through the
-generated module's ``_solve_cohort_each`` (``solve_subject`` per subject) and
+generated module's ``_solve_each`` (``solve_subject`` per subject) and
 ``_solve_cohort_lanes`` (LANES subjects side by side), alternating the two R times in one
 process on one thread, and prints the best thread-CPU time per subject of each, their ratio,
 and the largest difference between the two trajectories relative to each state's scale (rounding,
@@ -40,8 +40,8 @@ def _run(mod, lanes: bool, P, Y0, t_out, events):
         mod._solve_cohort_lanes(0.0, Y0, P, t_out, *events, 1e-6, atol, 0.0, 0.0, 10_000_000, Y, st, ct, ft,
                                 general)
     else:
-        mod._solve_cohort_each(0, 1, 0.0, Y0, P, t_out, *events, 1e-6, atol, 0.0, 0.0, 10_000_000, Y, st,
-                               ct, ft)
+        mod._solve_each(0, 1, 0.0, Y0, P, t_out, *events, 1e-6, atol, 0.0, 0.0, 10_000_000, Y, st,
+                        ct, ft)
     return time.thread_time() - t0, Y, ct
 
 

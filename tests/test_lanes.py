@@ -117,13 +117,13 @@ def test_cohorts_of_fewer_than_a_lane_group_go_one_subject_at_a_time(bench, monk
     P, Y0, evs, t_out = _cohort(m, model, 32, 2)
     lanes = _solve_cohort(m, P, Y0, evs, t_out)
     calls = []
-    for name in ("_lanes_run", "_solve_few"):
+    for name in ("_lanes_run", "_solve_each"):
         real = getattr(m, name)
         monkeypatch.setattr(m, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
     for n in (31, 1, 32):
         calls.clear()
         got = H.solve_cohort(m, "rodas5p", t_out, P[:n], evs[:n], Y0=Y0[:n])
-        assert calls == (["_lanes_run"] if n == 32 else ["_solve_few"]), n
+        assert calls == (["_lanes_run"] if n == 32 else ["_solve_each"]), n
         for a, b in zip(got, lanes):
             np.testing.assert_array_equal(a, b[:n])
 

@@ -3,12 +3,12 @@
 This file is valid Python so that it can be read, linted and diffed, but it is never imported
 to run: ``build.module_source`` copies the text between the markers into each generated model
 module, where ``rhs``, ``jac``, ``outputs``, ``initial``, ``N_STATES`` and the decorators
-``kernel``/``kernel_inline``/``kernel_alloc``/``kernel_parallel`` are real definitions. The
+``kernel``/``kernel_inline``/``kernel_alloc`` are real definitions. The
 placeholders below only document them.
 
 Entry points (all over flat arrays; see their docstrings): ``solve_subject`` (one subject),
 ``solve_cohort`` (every subject: adaptive Rodas5P LANES subjects side by side in
-``_lanes_run``, anything else ``solve_subject`` in a prange loop), ``eval_outputs``,
+``_lanes_run``, anything else ``solve_subject`` per subject on threads), ``eval_outputs``,
 ``eval_initial``. Inside, the method steps (``_rodas_step``, ``_tsit5_step``; the lane
 attempt ``_lane_attempt``), the step-size controller (``_step_factor``), dense output and
 event handling are separate functions; ``_integrate`` is the loop that ties them together,
@@ -20,7 +20,6 @@ import math  # noqa: F401
 
 import numpy as np  # noqa: F401
 
-prange = range
 N_STATES = 1
 N_PARAMS = 1
 N_OUTPUTS = 0
@@ -35,10 +34,6 @@ def kernel_inline(f):  # generated module: as kernel, inlined into its callers (
 
 
 def kernel_alloc(f):  # generated module: numba.njit(cache=True, ...): may allocate (entry points)
-    return f
-
-
-def kernel_parallel(f):  # generated module: numba.njit(cache=True, parallel=True, ...)
     return f
 
 
@@ -1257,7 +1252,7 @@ def _lane_finish(l, lf, li, Y_out, stats, fstats, status):
     li[_LI_ACTIVE, l] = 0
 
 
-_FEW = 32  # cohorts of fewer subjects go one subject at a time from Python (_solve_few)
+_FEW = 32  # cohorts of fewer subjects go one subject at a time (_solve_each)
 
 
 def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
@@ -1266,28 +1261,25 @@ def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, e
 
     Adaptive Rodas5P runs LANES subjects at a time where the model allows (``_LANES_OK``),
     in blocks of up to ``_LANE_BLOCK`` subjects per thread, with the results of solve_subject to
-    the bit. Fewer than ``_FEW`` subjects go one at a time (_solve_few): a lane group costs
-    as much as 7-8 subjects one at a time, so the lanes would save such a cohort milliseconds,
-    and their driver is most of a model's cold compile (20 of the shipped library's 25 s).
-    A plain Python switch, so that only the path used is compiled.
+    the bit. Everything else goes one subject at a time (_solve_each), and so do cohorts of
+    fewer than ``_FEW`` subjects: a lane group costs as much as 7-8 subjects one at a time, so
+    the lanes would save such a cohort milliseconds, and their driver is most of a model's
+    cold compile. A plain Python switch, so that only the path used is compiled.
     """
-    if Y0.shape[0] < _FEW:
-        _solve_few(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
-                   ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
-    elif _LANES_OK and method == METHOD_RODAS and adaptive != 0:
+    if _LANES_OK and method == METHOD_RODAS and adaptive != 0 and Y0.shape[0] >= _FEW:
         general = not _lane_exponents_ok(P, ev_ptr, ev_kind, ev_state, ev_value)
         _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol,
                             atol, h0, hmax, max_steps, Y_out, status, stats, fstats, general)
     else:
-        _solve_cohort_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
-                           ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
+        _solve_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                    ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
 
 
 def _on_threads(task, n_tasks):
     """task(k) for k in range(n_tasks) on numba's thread count (``numba.get_num_threads()``)
     of Python threads; the tasks run compiled code without the GIL. (Plain threads instead of
-    a prange loop: numba's parallel machinery would add seconds of compile time to every model
-    for no gain on independent tasks.)"""
+    prange loops: numba's parallel machinery added seconds of compile time to every model, for
+    no gain on independent tasks.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     from numba import get_num_threads
@@ -1302,10 +1294,10 @@ def _on_threads(task, n_tasks):
             pass
 
 
-def _solve_few(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
-               ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
-    """solve_cohort for a few subjects: solve_subject for each, called from Python, so no
-    cohort driver is compiled."""
+def _solve_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
+    """solve_cohort one subject at a time: solve_subject for each, called from Python on
+    numba's thread count (a call costs tens of microseconds, a subject milliseconds)."""
 
     def one(s):
         a, b = ev_ptr[s], ev_ptr[s + 1]
@@ -1464,19 +1456,6 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
         _lane_accept(acc, yL, ynewL)
 
 
-@kernel_parallel
-def _solve_cohort_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
-                       ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
-    """solve_cohort one subject at a time (Tsit5, fixed steps, models without lanes)."""
-    n_subj = Y0.shape[0]
-    for s in prange(n_subj):
-        a = ev_ptr[s]
-        b = ev_ptr[s + 1]
-        status[s] = solve_subject(method, adaptive, t0, Y0[s], P[s], t_out, ev_time[a:b],
-                                  ev_kind[a:b], ev_state[a:b], ev_value[a:b], rtol, atol,
-                                  h0, hmax, max_steps, Y_out[s], stats[s], fstats[s])
-
-
 @kernel_alloc
 def solve_w(J, Jv, c, b, stats):
     """Solve ``(c*I - J) x = b`` in place in ``b`` as a Rodas step does (for tests); returns
@@ -1492,21 +1471,39 @@ def solve_w(J, Jv, c, b, stats):
     return mode
 
 
-@kernel_parallel
+_EVAL_BLOCK = 256  # subjects per thread task of eval_outputs and eval_initial
+
+
 def eval_outputs(t_out, Y_out, P, O_out):
-    """O_out[s, j] = outputs(t_out[j], Y_out[s, j], P[s])."""
+    """O_out[s, j] = outputs(t_out[j], Y_out[s, j], P[s]), blocks of subjects on numba's
+    thread count (_on_threads; a prange loop cost 0.5 s of compile time)."""
+
+    def block(k):
+        a, b = k * _EVAL_BLOCK, min((k + 1) * _EVAL_BLOCK, Y_out.shape[0])
+        _eval_outputs(t_out, Y_out[a:b], P[a:b], O_out[a:b])
+
+    _on_threads(block, -(-Y_out.shape[0] // _EVAL_BLOCK))
+
+
+def eval_initial(P, Y0):
+    """Y0[s] = initial(P[s]) for every subject."""
+    _eval_initial(P, Y0)
+
+
+@kernel
+def _eval_outputs(t_out, Y_out, P, O_out):
+    """eval_outputs over one block of subjects."""
     n_subj = Y_out.shape[0]
     n_out = t_out.shape[0]
-    for s in prange(n_subj):
+    for s in range(n_subj):
         for j in range(n_out):
             outputs(t_out[j], Y_out[s, j], P[s], O_out[s, j])
 
 
-@kernel_parallel
-def eval_initial(P, Y0):
-    """Y0[s] = initial(P[s])."""
-    n_subj = P.shape[0]
-    for s in prange(n_subj):
+@kernel
+def _eval_initial(P, Y0):
+    """eval_initial (the work is tiny: one thread)."""
+    for s in range(P.shape[0]):
         initial(P[s], Y0[s])
 
 

@@ -5,7 +5,7 @@ function that receives another jitted function as an argument, so the kernels ca
 ``rhs``/``jac`` as parameters and still start warm. Instead each generated model module holds
 its own copy of the kernel source, where ``rhs``, ``jac``, ``outputs`` and ``initial`` are
 plain module globals; numba then compiles and caches the whole module like hand-written code.
-The header binds the decorators (``kernel``, ``kernel_alloc``, ``kernel_parallel``), so the
+The header binds the decorators (``kernel``, ``kernel_inline``, ``kernel_alloc``), so the
 same kernel source can later be compiled for another target (e.g.
 ``numba.cuda.jit(device=True)``).
 """
@@ -27,7 +27,7 @@ _END = "# --- END KERNELS ---"
 HEADER_CPU = '''\
 import math
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Compiled once per model and cached on disk next to this file (numba's cache).
 # kernel: the model functions and the step code. Allocation-free by contract, so compiled
@@ -43,14 +43,12 @@ from numba import njit, prange
 kernel = njit(cache=True, fastmath=False, error_model="numpy", nogil=True, _nrt=False)
 kernel_inline = njit(cache=True, fastmath=False, error_model="numpy", nogil=True, _nrt=False, inline="always")
 kernel_alloc = njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
-kernel_parallel = njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
 '''
 
 
 # The same kernel source for a GPU: every ``@kernel`` function becomes a CUDA device function.
-# The CPU entry points (``kernel_alloc``: ``solve_subject`` allocates its work arrays with numpy;
-# ``kernel_parallel``: prange loops) stay plain, uncompiled Python in the CUDA module and are
-# never called there; the global kernels that replace them come from the CUDA trailer
+# The CPU entry points (``kernel_alloc``: ``solve_subject`` allocates its work arrays with numpy)
+# stay plain, uncompiled Python in the CUDA module and are never called there; the global kernels that replace them come from the CUDA trailer
 # (``_cuda_template.py``), which gives each thread its work arrays as ``cuda.local.array``.
 # NVVM contracts a*b+c into FMA by default (the CPU header does not): results equal the CPU's
 # to rounding.
@@ -59,7 +57,6 @@ import math
 import numpy as np
 from numba import cuda
 
-prange = range
 kernel = cuda.jit(device=True, cache=True)
 kernel_inline = kernel  # NVVM inlines device functions itself
 
@@ -67,8 +64,6 @@ kernel_inline = kernel  # NVVM inlines device functions itself
 def kernel_alloc(f):  # CPU-only entry point: never compiled or called in the CUDA module
     return f
 
-
-kernel_parallel = kernel_alloc
 '''
 
 _CUDA_TEMPLATE = Path(__file__).with_name("_cuda_template.py")
