@@ -413,8 +413,20 @@ def _step_factor(err, le, le_prev, k, after_reject):
 
 @kernel
 def _initial_step(t, y, rate, p, f0, f1, u, atol, rtol, k, hmax, stats):
-    """Hairer's starting step (HNW I, §II.4). ``f0`` is left holding f(t, y) + rate."""
+    """Hairer's starting step (HNW I, §II.4). ``f0`` is left holding f(t, y) + rate.
+    (_lane_initial_step: the same for a lane.)"""
     _f(t, y, p, rate, f0, stats)
+    h, d1 = _initial_guess(y, f0, atol, rtol, hmax)
+    for i in range(N_STATES):
+        u[i] = y[i] + h * f0[i]
+    _f(t + h, u, p, rate, f1, stats)
+    return _initial_refine(h, d1, y, f0, f1, atol, rtol, k, hmax)
+
+
+@kernel_inline
+def _initial_guess(y, f0, atol, rtol, hmax):
+    """The first trial step h of _initial_step from the sizes of y and f0 = f(t, y), and
+    d1 = RMS of f0 / scale."""
     d0 = 0.0
     d1 = 0.0
     for i in range(N_STATES):
@@ -428,10 +440,13 @@ def _initial_step(t, y, rate, p, f0, f1, u, atol, rtol, k, hmax, stats):
         h = 1e-6
     else:
         h = 0.01 * d0 / d1
-    h = min(h, hmax)
-    for i in range(N_STATES):
-        u[i] = y[i] + h * f0[i]
-    _f(t + h, u, p, rate, f1, stats)
+    return min(h, hmax), d1
+
+
+@kernel_inline
+def _initial_refine(h, d1, y, f0, f1, atol, rtol, k, hmax):
+    """_initial_step's result from the trial step h and f1 = f(t + h, y + h f0)."""
+    nn = max(N_STATES, 1)
     d2 = 0.0
     for i in range(N_STATES):
         sc = atol[i] + rtol * abs(y[i])
@@ -864,6 +879,7 @@ _LI_N = _LI_CNT + _S_LU_FALLBACK + 1
 # what _lane_to_attempt found
 _LANE_ATTEMPT = 1
 _LANE_DONE = 0
+_LANE_NEEDH = 2  # the lane needs its first step size (_lane_initial_step)
 
 
 @kernel
@@ -923,6 +939,29 @@ def _lane_solve(WvL, b, n_dense, codeL, Wd, pivd, bd):
         _lane_w_solve(WvL, b, codeL, Wd, pivd, bd)
     else:
         lu_solve_L(WvL, b)
+
+
+@kernel
+def _lane_initial_step(l, t, tL, yL, pL, rateL, ron, uL, fuL, ys, f0s, f1s, atol, rtol, k, hmax,
+                       stats):
+    """_initial_step for lane l, with f from the lane function (rhs_L over every lane, lane l
+    taken: rhs_k's arithmetic, so the same bits), so that the lane path compiles no scalar
+    right-hand side. Uses tL, uL and fuL as scratch (free between attempts)."""
+    tL[l] = t
+    rhs_L(tL, yL, pL, fuL)
+    _lane_add_rate(fuL, rateL, ron)
+    _lane_get(l, fuL, f0s)
+    _lane_get(l, yL, ys)
+    stats[_S_RHS] += 1
+    h, d1 = _initial_guess(ys, f0s, atol, rtol, hmax)
+    for i in range(N_STATES):
+        uL[i * LANES + l] = ys[i] + h * f0s[i]
+    tL[l] = t + h
+    rhs_L(tL, uL, pL, fuL)
+    _lane_add_rate(fuL, rateL, ron)
+    _lane_get(l, fuL, f1s)
+    stats[_S_RHS] += 1
+    return _initial_refine(h, d1, ys, f0s, f1s, atol, rtol, k, hmax)
 
 
 @kernel
@@ -987,15 +1026,16 @@ def _lane_record(l, t, li, t_out, yL, ys, y_out):
 
 @kernel_inline
 def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, a, b, Y0, rtol, atol,
-                     h_max, max_steps, yL, rateL, ron, Pl, pL, Y_out, stats,
-                     ys, rates, f0s, fus, us):
+                     h_max, max_steps, yL, rateL, ron, Pl, pL, Y_out, stats, ys, rates):
     """Run lane l's control logic (that of _integrate) up to its next step attempt.
 
     Its subject s = li[_LI_SUBJ, l] has the events ev_*[a:b]. The arrays are the cohort's
     (``Y0``, ``Y_out``, ``stats``) and the block's (``Pl``): they are sliced only where an
     event or an output needs it, not on every step (slices of nine arrays were a third of
     this loop's time). Returns _LANE_ATTEMPT with lf[_LF_HTRY, l] set and the attempt
-    counted, or _LANE_DONE when the subject has finished (status in li[_LI_STATUS, l]).
+    counted, _LANE_NEEDH where _integrate computes its first step size (the caller does, with
+    _lane_initial_step, and calls again), or _LANE_DONE when the subject has finished (status
+    in li[_LI_STATUS, l]).
     """
     s = li[_LI_SUBJ, l]
     n_out = t_out.shape[0]
@@ -1022,17 +1062,8 @@ def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, a, 
         else:
             hmin = max(16.0 * _EPS * abs(t), _HMIN_FLOOR)
             lf[_LF_HMIN, l] = hmin
-            if li[_LI_NEEDH, l] != 0:
-                _lane_get(l, yL, ys)
-                _lane_get(l, rateL, rates)
-                rates[N_STATES] = ron[l]
-                h = _initial_step(t, ys, rates, Pl[l], f0s, fus, us, atol, rtol, k_err, h_max,
-                                  stats[s])
-                lf[_LF_H, l] = h
-                li[_LI_NEEDH, l] = 0
-                if not (h <= 1.7976931348623157e308):
-                    li[_LI_STATUS, l] = NON_FINITE
-                    leave = True
+            if li[_LI_NEEDH, l] != 0:  # the caller computes the first step, and calls again
+                return _LANE_NEEDH
             if not leave:
                 h = lf[_LF_H, l]
                 h_try = h
@@ -1379,7 +1410,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         pL, Pl = zeros(npx * LANES), zeros((LANES, npx))
         ron, tL, hL, cL, ihL, enL, facL, lgL = (zeros(LANES) for _ in range(8))
         codeL = zeros(LANES, dtype=np.int64)
-        ys, ynews, f0s, fus, us = (zeros(n) for _ in range(5))
+        ys, ynews, f0s, fus = (zeros(n) for _ in range(4))
         rates = zeros(n + 1)
         Ks = zeros((max(RODAS5P_STAGES, TSIT5_STAGES), n))
         dense = zeros((3, n))
@@ -1392,7 +1423,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
             ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out, status, stats,
             fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL,
             hL, cL, ihL, enL, facL, lgL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s,
-            fus, us, Ks, dense)
+            fus, Ks, dense)
 
     _on_threads(block, n_blocks)
 
@@ -1401,7 +1432,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
 def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
                rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats, ctl, lf, li, yL,
                ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL, enL,
-               facL, lgL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, us, Ks,
+               facL, lgL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, Ks,
                dense):
     """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the block's work
     arrays (compiled without numba's runtime, so the many array views cost no reference
@@ -1425,13 +1456,20 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
                 s = li[_LI_SUBJ, l]
                 r = _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value,
                                      ev_ptr[s], ev_ptr[s + 1], Y0, rtol, atol, h_max, max_steps,
-                                     yL, rateL, ron, Pl, pL, Y_out, stats, ys, rates, f0s, fus,
-                                     us)
+                                     yL, rateL, ron, Pl, pL, Y_out, stats, ys, rates)
                 if r == _LANE_ATTEMPT:
                     act[l] = 1
                     hL[l] = lf[_LF_HTRY, l]
                     tL[l] = lf[_LF_T, l]
                     break
+                if r == _LANE_NEEDH:
+                    h = _lane_initial_step(l, lf[_LF_T, l], tL, yL, pL, rateL, ron, uL, fuL, ys,
+                                           f0s, fus, atol, rtol, k_err, h_max, stats[s])
+                    lf[_LF_H, l] = h
+                    li[_LI_NEEDH, l] = 0
+                    if not (h <= 1.7976931348623157e308):
+                        li[_LI_STATUS, l] = NON_FINITE
+                    continue
                 _lane_finish(l, lf, li, Y_out, stats, fstats, status)
                 if ctl[0] < s_end:
                     _lane_start(l, ctl[0], t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind,

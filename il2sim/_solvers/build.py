@@ -173,12 +173,15 @@ def stage_source() -> str:
 # cohort runs. (name, name of the copy, replacements in its text)
 _POW_LANE_COPIES = (
     ("_lane_attempt", "_lane_attempt_p", (("rhs_L(", "rhs_Lp("), ("jac_nz_L(", "jac_nz_Lp("))),
-    ("_lanes_run", "_lanes_run_p", (("_lane_attempt(", "_lane_attempt_p("),)),
+    ("_lane_initial_step", "_lane_initial_step_p", (("rhs_L(", "rhs_Lp("),)),
+    ("_lanes_run", "_lanes_run_p", (("_lane_attempt(", "_lane_attempt_p("),
+                                    ("_lane_initial_step(", "_lane_initial_step_p("))),
 )
 
 
 def pow_lane_source() -> str:
-    """``_lane_attempt_p`` and ``_lanes_run_p``: the template's functions with the renames of
+    """``_lane_attempt_p``, ``_lane_initial_step_p`` and ``_lanes_run_p``: the template's
+    functions with the renames of
     ``_POW_LANE_COPIES``."""
     text = template_source()
     out = ["# Generated from the kernel template by build.pow_lane_source().", ""]
