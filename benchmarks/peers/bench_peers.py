@@ -417,10 +417,13 @@ def child_il2sim(job, wl, out, work):
     atol = np.full(ns, job["atol"])
     threads = [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
     for method in ("rodas5p", "tsit5"):
-        # first call loads the compiled kernels from numba's cache (or compiles them): setup
+        # first call loads the compiled kernels from numba's cache (or compiles them): setup.
+        # As many subjects as make solve_cohort take the path the timed runs take (fewer than
+        # _FEW go one at a time, without the lane code)
         numba.set_num_threads(1)
+        k = min(n, getattr(mod, "_FEW", 1))
         t0 = time.perf_counter()
-        il2sim_run(mod, method, P[:1], Y0[:1], t_out, first_events(ev, 1), job["rtol"], atol)
+        il2sim_run(mod, method, P[:k], Y0[:k], t_out, first_events(ev, k), job["rtol"], atol)
         setup = time.perf_counter() - t0
         for th in threads:
             numba.set_num_threads(th)

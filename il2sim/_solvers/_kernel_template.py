@@ -1327,16 +1327,34 @@ def _on_threads(task, n_tasks):
 
 def _solve_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
                 ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats):
-    """solve_cohort one subject at a time: solve_subject for each, called from Python on
-    numba's thread count (a call costs tens of microseconds, a subject milliseconds)."""
+    """solve_cohort one subject at a time: blocks of subjects (_solve_block, up to 32, at
+    least 4 blocks per thread) on numba's thread count. One compiled loop per block, not a
+    Python call per subject: per-subject calls contend for the GIL, and 2 threads ran them
+    1.3-1.75x as fast as one, blocks 1.94-2.0x (Tsit5, bench12, 400 subjects)."""
+    from numba import get_num_threads
 
-    def one(s):
-        a, b = ev_ptr[s], ev_ptr[s + 1]
+    n_subj = Y0.shape[0]
+    per = max(1, min(32, n_subj // (4 * get_num_threads())))
+
+    def block(k):
+        _solve_block(method, adaptive, t0, k * per, min(n_subj, (k + 1) * per), Y0, P, t_out,
+                     ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol, atol, h0, hmax,
+                     max_steps, Y_out, status, stats, fstats)
+
+    _on_threads(block, -(-n_subj // per))
+
+
+@kernel_alloc
+def _solve_block(method, adaptive, t0, s_begin, s_end, Y0, P, t_out, ev_ptr, ev_time, ev_kind,
+                 ev_state, ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats,
+                 fstats):
+    """solve_subject for subjects s_begin..s_end-1 (a thread task of _solve_each)."""
+    for s in range(s_begin, s_end):
+        a = ev_ptr[s]
+        b = ev_ptr[s + 1]
         status[s] = solve_subject(method, adaptive, t0, Y0[s], P[s], t_out, ev_time[a:b],
                                   ev_kind[a:b], ev_state[a:b], ev_value[a:b], rtol, atol, h0,
                                   hmax, max_steps, Y_out[s], stats[s], fstats[s])
-
-    _on_threads(one, Y0.shape[0])
 
 
 def _lane_exponents_ok(P, ev_ptr, ev_kind, ev_state, ev_value):
