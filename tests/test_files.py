@@ -279,11 +279,11 @@ def test_a_damaged_numba_cache_is_rebuilt_not_a_traceback(tmp_path):
     before = child()
     assert before.endswith(" 0")  # the generated file was reused
     cache = dst / "__pycache__"
-    code = sorted(cache.glob(f"{src.stem}._eval_initial-*.nbc"))
+    code = sorted(cache.glob(f"{src.stem}.eval_initial-*.nbc"))
     index = sorted(cache.glob(f"{src.stem}.dose_modifiers-*.nbi"))
     assert code and index
     code[0].write_bytes(code[0].read_bytes()[:100])
     index[0].write_bytes(b"garbage\n")
     assert child() == before
-    rebuilt = sorted(cache.glob(f"{src.stem}._eval_initial-*.nbc")) + sorted(cache.glob(f"{src.stem}.dose_modifiers-*.nbi"))
+    rebuilt = sorted(cache.glob(f"{src.stem}.eval_initial-*.nbc")) + sorted(cache.glob(f"{src.stem}.dose_modifiers-*.nbi"))
     assert [_count_pickles(p.read_bytes()) for p in rebuilt] == [1] * (len(rebuilt) - 1) + [2]
