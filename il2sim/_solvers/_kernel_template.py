@@ -1292,17 +1292,28 @@ def solve_cohort(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, e
     Adaptive Rodas5P runs LANES subjects at a time where the model allows (``_LANES_OK``),
     in blocks of up to ``_LANE_BLOCK`` subjects per thread, with the results of solve_subject to
     the bit. Everything else goes one subject at a time (_solve_each), and so do cohorts of
-    fewer than ``_FEW`` subjects: a lane group costs as much as 7-8 subjects one at a time, so
-    the lanes would save such a cohort milliseconds, and their driver is most of a model's
-    cold compile. A plain Python switch, so that only the path used is compiled.
+    fewer than ``_FEW`` subjects while this process has not compiled (or loaded) the lane
+    driver: a lane group costs as much as 7-8 subjects one at a time, so the lanes would save
+    such a cohort milliseconds, and their driver is most of a model's cold compile; once it is
+    there (a large cohort's last chunk, the few of its subjects that progressed), it spares
+    compiling solve_subject as well. A plain Python switch, so that only the path used is
+    compiled.
     """
-    if _LANES_OK and method == METHOD_RODAS and adaptive != 0 and Y0.shape[0] >= _FEW:
+    if _LANES_OK and method == METHOD_RODAS and adaptive != 0:
         general = not _lane_exponents_ok(P, ev_ptr, ev_kind, ev_state, ev_value)
-        _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, rtol,
-                            atol, h0, hmax, max_steps, Y_out, status, stats, fstats, general)
-    else:
-        _solve_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
-                    ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
+        if Y0.shape[0] >= _FEW or _lanes_ready(general):
+            _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
+                                rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats,
+                                general)
+            return
+    _solve_each(method, adaptive, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
+                ev_value, rtol, atol, h0, hmax, max_steps, Y_out, status, stats, fstats)
+
+
+def _lanes_ready(general):
+    """Whether this process has compiled (or loaded from numba's cache) the lane driver a
+    cohort with run-time exponents ``general`` would run."""
+    return len((_lanes_run_p if general else _lanes_run).signatures) > 0  # noqa: F821
 
 
 def _on_threads(task, n_tasks):
