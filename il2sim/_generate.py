@@ -1,4 +1,4 @@
-"""Model -> generated numba module with an analytic Jacobian, cached on disk by content hash.
+"""The model section of a generated numba module: model functions with an analytic Jacobian.
 
 The generated model functions have fixed signatures over flat float64 arrays, so one compiled
 module serves every parameter set (no closures, no recompiles per subject):
@@ -45,6 +45,7 @@ from .model import Model
 
 __all__ = ["generate_source", "lanes_for"]
 
+
 class _Printer(PythonCodePrinter):
     """Python/numba printer: symbols map to ``p[i]``/``y[i]``/locals; floats round-trip."""
 
@@ -82,23 +83,19 @@ class _Printer(PythonCodePrinter):
         xn, en = self._power(x, expr.args[2], n), self._power(e, expr.args[2], n)
         return f"({xn}/({en} + {xn}))"
 
-    def _print_HillPow(self, expr: HillPow) -> str:
-        x, en, n = (self.parenthesize(a, precedence(sympy.Pow(a, 2, evaluate=False)) + 1) for a in expr.args)
-        xn = self._power(x, expr.args[2], n)
-        return f"({xn}/({en} + {xn}))"
-
 
 class HillPow(sympy.Function):
-    """``Hill(x, ec50, n)`` with ``ec50**n`` given (a hoisted parameter-only value): printed
-    ``x**n/(en + x**n)``, the same arithmetic as ``Hill`` once ``en`` is computed. Only in
-    the kernel functions, which are never differentiated."""
+    """``Hill(x, ec50, n)`` with ``ec50**n`` given (a hoisted parameter-only value), in the
+    kernel functions only (never differentiated); ``kernel_body`` writes it out as
+    ``x**n/(en + x**n)`` (_expand_hill_pow), the same arithmetic as ``Hill`` once ``en`` is
+    computed, before anything is printed."""
 
     nargs = 3
 
 
 def _expand_hill_pow(e: sympy.Basic) -> sympy.Basic:
     """``HillPow(x, en, n)`` written out as ``x**n / (en + x**n)``, so that common subexpression
-    elimination computes ``x**n`` once (the same arithmetic as printing HillPow)."""
+    elimination computes ``x**n`` once."""
     return e.replace(HillPow, lambda x, en, n: x**n / (en + x**n)) if e.has(HillPow) else e
 
 
