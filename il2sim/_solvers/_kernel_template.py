@@ -115,13 +115,23 @@ _S_JAC = 4
 _S_LU = 5
 _S_LU_FALLBACK = 6  # optional 7th column: sparse factorisations refused (dense LU instead)
 
-# Step-size controller (PI, Hairer & Wanner II §IV.8 / Gustafsson): exponents divide by the
-# error-estimator order k = embedded order + 1.
+# Step-size controllers (_step_factor): 0.9 err^(-beta1/k) err_prev^(beta2/k), exponents divided
+# by the error-estimator order k = embedded order + 1.
 _LOG2_SAFETY = -0.15200309344504997  # log2(0.9), the safety factor on the step size
 _QMIN = 0.2  # largest decrease per step
 _QMAX = 10.0  # largest increase per step
-_BETA1 = 0.7
-_BETA2 = 0.4
+# Rodas5P: I control (beta2 = 0), as Hairer's RODAS (HNW II §IV.7), and a new first-step estimate
+# at every restart (events). On the IL-2 models it reaches a given global error with 1.2-1.7x
+# fewer step attempts than the PI controller below (benchmarks/bench_controller.py): after each
+# dose the PI controller's memory held the error norm at 0.03-0.08 while the step grew 5% per
+# step for ~30 steps, where the error allowed faster growth.
+_RODAS_BETA1 = 1.0
+_RODAS_BETA2 = 0.0
+# Tsit5: PI control (Gustafsson; HNW II §IV.8), step carried across restarts: it damps the step
+# size oscillation of an explicit method at its stability limit (where Tsit5 runs on these stiff
+# models).
+_TSIT5_BETA1 = 0.7
+_TSIT5_BETA2 = 0.4
 _LOG2_ERR_PREV_MIN = -13.287712379549449  # log2(1e-4): floor of the remembered error (PI memory)
 _EPS = 2.220446049250313e-16
 _HMIN_FLOOR = 1e-300  # absolute floor under 16*eps*|t|
@@ -385,15 +395,15 @@ def _exp2(y):
 
 
 @kernel_inline
-def _step_factor(err, le, le_prev, k, after_reject):
+def _step_factor(err, le, le_prev, k, after_reject, beta1, beta2):
     """The step-size factor after an attempt with error norm ``err``; ``le`` = _log2(err),
     ``le_prev`` = that of the previous accepted step, floored at _LOG2_ERR_PREV_MIN (0 after a
     restart: an error norm of 1).
 
-    Accepted (err <= 1): PI control, 0.9 * err^(-beta1/k) * err_prev^(beta2/k), no growth
-    after a rejection (it settles at an error norm of 0.9^(k/(beta1 - beta2)) = 0.17 for
-    k = 5, as OrdinaryDiffEq's PI controller does; aiming at 0.59 instead took 17% fewer steps
-    for 2.5 times the global error on the tests' closed forms: the same work-precision curve).
+    Accepted (err <= 1): 0.9 * err^(-beta1/k) * err_prev^(beta2/k), no growth after a
+    rejection. Rodas5P (beta1 = 1, beta2 = 0): I control, aiming at an error norm of
+    0.9^k = 0.59. Tsit5 (0.7, 0.4): PI control, settling at 0.9^(k/(beta1 - beta2)) = 0.17
+    for k = 5, as OrdinaryDiffEq's PI controller does.
     Rejected: I control, 0.9 * err^(-1/k), a decrease; _QMIN for a non-finite err (inf from
     _error_norm). Computed as 2^(log2 0.9 + ...) with _log2 and _exp2: one log and one exp
     per step (the logarithm is remembered for the next step), where the usual form takes two
@@ -402,7 +412,7 @@ def _step_factor(err, le, le_prev, k, after_reject):
     """
     # err = 0 or inf: le is clamped to -64 or 64, and the factor then to _QMAX or _QMIN
     if err <= 1.0:
-        x = _LOG2_SAFETY + ((_BETA2 / k) * le_prev - (_BETA1 / k) * le)
+        x = _LOG2_SAFETY + ((beta2 / k) * le_prev - (beta1 / k) * le)
         fac = min(_QMAX, max(_QMIN, _exp2(x)))
         if after_reject:
             fac = min(fac, 1.0)
@@ -643,8 +653,12 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
     t_end = t_out[n_out - 1]
     if method == METHOD_RODAS:
         k_err = float(RODAS5P_ERR_ORDER)
+        beta1 = _RODAS_BETA1
+        beta2 = _RODAS_BETA2
     else:
         k_err = float(TSIT5_ERR_ORDER)
+        beta1 = _TSIT5_BETA1
+        beta2 = _TSIT5_BETA2
     h_max = hmax if hmax > 0.0 else math.inf
     stretch = _FINAL_STRETCH if adaptive != 0 else 1.0 + 1e-9
 
@@ -711,7 +725,7 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
 
             if adaptive != 0:
                 le = _log2(err_norm)
-                fac = _step_factor(err_norm, le, le_prev, k_err, after_reject)
+                fac = _step_factor(err_norm, le, le_prev, k_err, after_reject, beta1, beta2)
                 if not (err_norm <= 1.0):
                     stats[_S_REJECTED] += 1
                     if err_norm == math.inf:
@@ -772,6 +786,11 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
             have_jac = False
             after_reject = False
             le_prev = 0.0
+            if method == METHOD_RODAS and adaptive != 0:  # Rodas5P: the step chosen anew
+                if h0 > 0.0:
+                    h = min(h0, h_max)
+                else:
+                    need_h = True
         io = _record_upto(t, io, t_out, y, y_out)
         if t >= t_end:  # only reachable with NaN or decreasing t_out (the caller validates)
             break
@@ -793,8 +812,9 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
     rhs(t, y, p) + rate, where rate (zero at t0) is changed by EV_RATE events.
 
     Events (sorted by time; equal times in array order) are applied exactly at their times:
-    a step never crosses one; the method restarts there with its last step size as the
-    guess. Events at or before t0 are applied at t0; events after t_out[-1] are ignored.
+    a step never crosses one; the method restarts there, Rodas5P with its step size chosen as
+    at t0 (h0, or the automatic first step), Tsit5 with its last step size as the guess.
+    Events at or before t0 are applied at t0; events after t_out[-1] are ignored.
     Outputs come from each method's dense output; an output at an event time records the
     state after the event. Error control: RMS over states of
     err_i / (atol_i + rtol*max(|y_i|, |ynew_i|)) <= 1; h0 = 0 picks the first step
@@ -1033,9 +1053,9 @@ def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, a, 
     (``Y0``, ``Y_out``) and the block's (``Pl``): they are sliced only where an
     event or an output needs it, not on every step (slices of nine arrays were a third of
     this loop's time). Returns _LANE_ATTEMPT with lf[_LF_HTRY, l] set and the attempt
-    counted, _LANE_NEEDH where _integrate computes its first step size (the caller does, with
-    _lane_initial_step, and calls again), or _LANE_DONE when the subject has finished (status
-    in li[_LI_STATUS, l]).
+    counted, _LANE_NEEDH where _integrate chooses its step size (at the start and after
+    events; the caller does, h0 or _lane_initial_step, and calls again), or _LANE_DONE when
+    the subject has finished (status in li[_LI_STATUS, l]).
     """
     s = li[_LI_SUBJ, l]
     n_out = t_out.shape[0]
@@ -1096,6 +1116,7 @@ def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, a, 
             li[_LI_HAVEJAC, l] = 0
             li[_LI_AFTERREJ, l] = 0
             lf[_LF_LEPREV, l] = 0.0
+            li[_LI_NEEDH, l] = 1  # the step chosen anew, as _integrate does for Rodas5P
         _lane_record(l, t, li, t_out, yL, ys, Y_out[s])
         if t >= t_end:
             return _LANE_DONE
@@ -1186,7 +1207,8 @@ def _lane_step_factors(en, code, lf, li, k, fac, lg):
         en[l] = e
         le = _log2(e)
         lg[l] = le
-        fac[l] = _step_factor(e, le, lf[_LF_LEPREV, l], k, li[_LI_AFTERREJ, l] != 0)
+        fac[l] = _step_factor(e, le, lf[_LF_LEPREV, l], k, li[_LI_AFTERREJ, l] != 0,
+                              _RODAS_BETA1, _RODAS_BETA2)
 
 
 @kernel
@@ -1491,8 +1513,11 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
                     tL[l] = lf[_LF_T, l]
                     break
                 if r == _LANE_NEEDH:
-                    h = _lane_initial_step(l, lf[_LF_T, l], tL, yL, pL, rateL, ron, uL, fuL, ys,
-                                           f0s, fus, atol, rtol, k_err, h_max, stats[s])
+                    if h0 > 0.0:
+                        h = min(h0, h_max)
+                    else:
+                        h = _lane_initial_step(l, lf[_LF_T, l], tL, yL, pL, rateL, ron, uL, fuL,
+                                               ys, f0s, fus, atol, rtol, k_err, h_max, stats[s])
                     lf[_LF_H, l] = h
                     li[_LI_NEEDH, l] = 0
                     if not (h <= 1.7976931348623157e308):
