@@ -7,11 +7,13 @@ Both controllers drive the generated module's own Rodas5P pieces (``_rodas_prepa
 ``_rodas_step``, ``_error_norm``, ``_step_factor``, ``_initial_step``, ``_apply_events``, the
 dense output) from a Python copy of ``_integrate``'s loop:
 
-- ``I, h anew``: I control (beta1 = 1, beta2 = 0, Hairer's RODAS) and Hairer's starting step
-  after every event: what ``solve_subject`` and the lane path run. The copy is checked against
+- ``I, h restart``: I control, 0.9 err^(-1/5) (``_rodas_factor``, Hairer's RODAS); after every
+  event the step is the first full step accepted after the previous event (Hairer's starting
+  step at t0): what ``solve_subject`` and the lane path run. The copy is checked against
   ``solve_subject`` (counters and trajectory to the bit), so the loop is the kernel's;
-- ``PI, h carried``: the PI controller (beta1 = 0.7, beta2 = 0.4, as OrdinaryDiffEq's) with the
-  step size carried across events: the kernel's Rodas5P controller before.
+- ``PI, h carried``: the PI controller 0.9 err^(-0.7/5) err_prev^(0.4/5) (as OrdinaryDiffEq's,
+  and Tsit5's ``_step_factor``) with the step size carried across events: the kernel's Rodas5P
+  controller before.
 
 For each rtol (atol 1e-9 for every state) it prints the step attempts per subject (accepted +
 rejected), the right-hand-side evaluations per subject, and the largest relative error of C,
@@ -36,10 +38,10 @@ from common import banner, max_rel_error, prepare, subject_events  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = [ROOT / "benchmarks" / "configs" / "bench12.toml", ROOT / "configs" / "mm_low_dose_1995.toml"]
 CHECK = ("C", "NK", "Eos", "M")
-CONTROLLERS = {"I, h anew": (1.0, 0.0, True), "PI, h carried": (0.7, 0.4, False)}
+CONTROLLERS = {"I, h restart": True, "PI, h carried": False}
 
 
-def _solve(mod, p_row, y0, t_out, ev, rtol, atol, beta1, beta2, h_anew):
+def _solve(mod, p_row, y0, t_out, ev, rtol, atol, shipped):
     """One subject with adaptive Rodas5P, _integrate's loop with the given controller.
     Returns (trajectory (n_out, n_states), attempts, RHS evaluations)."""
     n = mod.N_STATES
@@ -58,6 +60,7 @@ def _solve(mod, p_row, y0, t_out, ev, rtol, atol, beta1, beta2, h_anew):
     ie = mod._apply_events(t, 0, ev_time, ev_kind, ev_state, ev_value, y, rate, y0, p)
     io = mod._record_upto(t, 0, t_out, y, Y)
     h, need_h, le_prev, after, have_jac = 0.0, True, 0.0, False, False
+    h_first, first = 0.0, True
     while io < t_out.size:
         t_stop = min(t_end, ev_time[ie]) if ie < ev_time.size else t_end
         while t < t_stop:
@@ -77,7 +80,10 @@ def _solve(mod, p_row, y0, t_out, ev, rtol, atol, beta1, beta2, h_anew):
             code = mod._rodas_step(t, h_try, y, p, rate, f0, J, Jv, dT, W, Wv, piv, K, u, fu, ynew, err, stats)
             en = math.inf if code != 0 else mod._error_norm(err, y, ynew, atol, rtol)
             le = mod._log2(en)
-            fac = mod._step_factor(en, le, le_prev, k, after, beta1, beta2)
+            if shipped:
+                fac = mod._rodas_factor(en, after)
+            else:  # Tsit5's PI controller, with Rodas5P's k
+                fac = mod._step_factor(en, le, le_prev, k, after)
             if not en <= 1.0:
                 h, after = h_try * fac, True
                 if not h > 0.0:
@@ -85,6 +91,8 @@ def _solve(mod, p_row, y0, t_out, ev, rtol, atol, beta1, beta2, h_anew):
                 continue
             h_next = max(h_try * fac, h) if clipped and fac >= 1.0 else h_try * fac
             le_prev, after = max(le, mod._LOG2_ERR_PREV_MIN), False
+            if first and not clipped:
+                h_first, first = h_try, False
             t_new = t_stop if clipped else t + h_try
             if io < t_out.size and t_out[io] < t_new:
                 mod._rodas_dense_prepare(K, dense)
@@ -96,8 +104,9 @@ def _solve(mod, p_row, y0, t_out, ev, rtol, atol, beta1, beta2, h_anew):
             t, h = t_new, h_next
         if ie < ev_time.size and ev_time[ie] <= t:
             ie = mod._apply_events(t, ie, ev_time, ev_kind, ev_state, ev_value, y, rate, y0, p)
-            have_jac, after, le_prev = False, False, 0.0
-            need_h = need_h or h_anew
+            have_jac, after, le_prev, first = False, False, 0.0, True
+            if shipped:
+                h, need_h = (h_first, need_h) if h_first > 0.0 else (h, True)
         io = mod._record_upto(t, io, t_out, y, Y)
         if t >= t_end:
             break
@@ -144,14 +153,14 @@ def main() -> None:
         print(f"\n{sc.name}: {args.n} subjects, {t_out[-1] / 24:.0f} days, {mod.N_STATES} states")
         print(f"{'controller':14s} {'rtol':>7s} {'attempts':>9s} {'RHS':>8s}  " + " ".join(f"{c:>8s}" for c in CHECK))
         curves = {}
-        for name, (b1, b2, anew) in CONTROLLERS.items():
+        for name, shipped in CONTROLLERS.items():
             for rtol in args.rtols:
                 atol = np.full(n, 1e-9)
                 Y, att, rhs = np.empty_like(ref), 0, 0
                 for s in range(args.n):
-                    Y[s], a, r = _solve(mod, P[s], Y0[s], t_out, evs[s], rtol, atol, b1, b2, anew)
+                    Y[s], a, r = _solve(mod, P[s], Y0[s], t_out, evs[s], rtol, atol, shipped)
                     att, rhs = att + a, rhs + r
-                    if name == "I, h anew":  # the copy of the loop is the kernel's
+                    if shipped:  # the copy of the loop is the kernel's
                         Ys, st = _solve_subject(mod, P[s], Y0[s], t_out, evs[s], rtol, atol)
                         if not (np.array_equal(Ys, Y[s]) and st[0] == a and st[3] == r):
                             raise RuntimeError(f"{sc.name} subject {s}: the Python loop is not solve_subject's")
@@ -160,7 +169,7 @@ def main() -> None:
                 curves.setdefault(name, []).append((att / args.n, worst))
                 print(f"{name:14s} {rtol:7.1e} {att / args.n:9.0f} {rhs / args.n:8.0f}  "
                       + " ".join("       —" if e is None else f"{e:8.1e}" for e in errs.values()))
-        new, old = curves["I, h anew"], curves["PI, h carried"]
+        new, old = curves["I, h restart"], curves["PI, h carried"]
         print("PI attempts / I attempts at the PI controller's error: "
               + ", ".join(f"{a / _attempts_at(new, e):.2f} (error {e:.1e})" for a, e in old))
 

@@ -115,23 +115,24 @@ _S_JAC = 4
 _S_LU = 5
 _S_LU_FALLBACK = 6  # optional 7th column: sparse factorisations refused (dense LU instead)
 
-# Step-size controllers (_step_factor): 0.9 err^(-beta1/k) err_prev^(beta2/k), exponents divided
-# by the error-estimator order k = embedded order + 1.
+# Step-size controllers: 0.9 err^(-beta1/k) err_prev^(beta2/k) (HNW II §IV.8), exponents
+# divided by the error-estimator order k = embedded order + 1.
 _LOG2_SAFETY = -0.15200309344504997  # log2(0.9), the safety factor on the step size
 _QMIN = 0.2  # largest decrease per step
 _QMAX = 10.0  # largest increase per step
-# Rodas5P: I control (beta2 = 0), as Hairer's RODAS (HNW II §IV.7), and a new first-step estimate
-# at every restart (events). On the IL-2 models it reaches a given global error with 1.2-1.7x
-# fewer step attempts than the PI controller below (benchmarks/bench_controller.py): after each
-# dose the PI controller's memory held the error norm at 0.03-0.08 while the step grew 5% per
-# step for ~30 steps, where the error allowed faster growth.
-_RODAS_BETA1 = 1.0
-_RODAS_BETA2 = 0.0
-# Tsit5: PI control (Gustafsson; HNW II §IV.8), step carried across restarts: it damps the step
-# size oscillation of an explicit method at its stability limit (where Tsit5 runs on these stiff
-# models).
-_TSIT5_BETA1 = 0.7
-_TSIT5_BETA2 = 0.4
+# Rodas5P (_rodas_factor): I control (beta1 = 1, beta2 = 0, k = 5), as Hairer's RODAS, and at every restart
+# (events) the first full step accepted after the previous restart (or the start) as the step:
+# doses repeat, and so does what follows them. On the IL-2 models it reaches a given global
+# error with 1.2-1.8x fewer step attempts than the PI controller below with the step carried
+# across doses (benchmarks/bench_controller.py): after each dose the PI controller's memory held
+# the error norm at 0.03-0.08 while the step grew 5% per step for ~30 steps, and the carried
+# step was rejected 2-3 times. (A new starting-step estimate at each restart took as few
+# attempts, but its two right-hand sides cost the lane path 12%: they run for all 32 lanes.)
+# Tsit5 (_step_factor): PI control (Gustafsson), beta1 = 0.7, beta2 = 0.4, the step carried across
+# restarts: it damps the step-size oscillation of an explicit method at its stability limit
+# (where Tsit5 runs on these stiff models).
+_BETA1 = 0.7
+_BETA2 = 0.4
 _LOG2_ERR_PREV_MIN = -13.287712379549449  # log2(1e-4): floor of the remembered error (PI memory)
 _EPS = 2.220446049250313e-16
 _HMIN_FLOOR = 1e-300  # absolute floor under 16*eps*|t|
@@ -395,30 +396,75 @@ def _exp2(y):
 
 
 @kernel_inline
-def _step_factor(err, le, le_prev, k, after_reject, beta1, beta2):
-    """The step-size factor after an attempt with error norm ``err``; ``le`` = _log2(err),
-    ``le_prev`` = that of the previous accepted step, floored at _LOG2_ERR_PREV_MIN (0 after a
-    restart: an error norm of 1).
+def _step_factor(err, le, le_prev, k, after_reject):
+    """Tsit5's step-size factor after an attempt with error norm ``err``; ``le`` =
+    _log2(err), ``le_prev`` = that of the previous accepted step, floored at
+    _LOG2_ERR_PREV_MIN (0 after a restart: an error norm of 1).
 
-    Accepted (err <= 1): 0.9 * err^(-beta1/k) * err_prev^(beta2/k), no growth after a
-    rejection. Rodas5P (beta1 = 1, beta2 = 0): I control, aiming at an error norm of
-    0.9^k = 0.59. Tsit5 (0.7, 0.4): PI control, settling at 0.9^(k/(beta1 - beta2)) = 0.17
-    for k = 5, as OrdinaryDiffEq's PI controller does.
+    Accepted (err <= 1): PI control, 0.9 * err^(-beta1/k) * err_prev^(beta2/k), no growth
+    after a rejection (it settles at an error norm of 0.9^(k/(beta1 - beta2)) = 0.17 for
+    k = 5, as OrdinaryDiffEq's PI controller does).
     Rejected: I control, 0.9 * err^(-1/k), a decrease; _QMIN for a non-finite err (inf from
     _error_norm). Computed as 2^(log2 0.9 + ...) with _log2 and _exp2: one log and one exp
     per step (the logarithm is remembered for the next step), where the usual form takes two
-    pow calls. (A polynomial log2/exp2 let the lanes' factors run in SIMD vectors, but cost
-    solve_subject's scalar loop a quarter of its Tsit5 speed in latency.)
+    pow calls.
     """
     # err = 0 or inf: le is clamped to -64 or 64, and the factor then to _QMAX or _QMIN
     if err <= 1.0:
-        x = _LOG2_SAFETY + ((beta2 / k) * le_prev - (beta1 / k) * le)
+        x = _LOG2_SAFETY + ((_BETA2 / k) * le_prev - (_BETA1 / k) * le)
         fac = min(_QMAX, max(_QMIN, _exp2(x)))
         if after_reject:
             fac = min(fac, 1.0)
     else:
         fac = min(1.0, max(_QMIN, _exp2(_LOG2_SAFETY - le / k)))
     return fac
+
+
+# x^(-1/5) on [1/2, 1]: least-squares cubic (relative error < 2.6e-4), Newton's start
+_ROOT5_C3 = -0.23858327489959688
+_ROOT5_C2 = 0.7762903813472111
+_ROOT5_C1 = -1.044097519640924
+_ROOT5_C0 = 1.5062000357155716
+
+
+@kernel_inline
+def _rodas_factor(err, after_reject):
+    """Rodas5P's step-size factor after an attempt with error norm ``err`` (k = 5; I control,
+    as Hairer's RODAS): 0.9 err^(-1/5) within [_QMIN, _QMAX], at most 1 after a rejection and
+    for a rejected step (err > 1); _QMIN for err = inf.
+
+    err^(-1/5) by arithmetic and selects only, so that the lanes' loop over it runs in SIMD
+    vectors (libm's log and exp were 12% of the lane path's time): err clamped to
+    [2^-20, 2^15] (the factor's clamps lie inside), scaled by powers of two into [1/2, 1]
+    (the root of each power a constant), then two Newton steps z <- z (6 - x z^5) / 5 for
+    x^(-1/5) from a cubic start: within 2e-13 of pow(err, -0.2).
+    """
+    x = min(max(err, 9.5367431640625e-07), 32768.0) * 3.0517578125e-05  # in [2^-35, 1]
+    q = 0.125  # (2^15)^(-1/5)
+    c = x < 9.5367431640625e-07  # 2^-20
+    x = x * 1048576.0 if c else x
+    q = q * 16.0 if c else q
+    c = x < 0.0009765625  # 2^-10
+    x = x * 1024.0 if c else x
+    q = q * 4.0 if c else q
+    c = x < 0.03125  # 2^-5
+    x = x * 32.0 if c else x
+    q = q * 2.0 if c else q
+    c = x < 0.0625  # 2^-4
+    x = x * 16.0 if c else x
+    q = q * 1.7411011265922482 if c else q  # 2^(4/5)
+    c = x < 0.25
+    x = x * 4.0 if c else x
+    q = q * 1.3195079107728942 if c else q  # 2^(2/5)
+    c = x < 0.5
+    x = x * 2.0 if c else x
+    q = q * 1.148698354997035 if c else q  # 2^(1/5)
+    z = ((_ROOT5_C3 * x + _ROOT5_C2) * x + _ROOT5_C1) * x + _ROOT5_C0
+    for _ in range(2):
+        z2 = z * z
+        z = z * (6.0 - x * (z2 * z2 * z)) * 0.2
+    hi = _QMAX if (err <= 1.0) & (not after_reject) else 1.0
+    return min(hi, max(_QMIN, 0.9 * (q * z)))
 
 
 @kernel
@@ -653,12 +699,8 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
     t_end = t_out[n_out - 1]
     if method == METHOD_RODAS:
         k_err = float(RODAS5P_ERR_ORDER)
-        beta1 = _RODAS_BETA1
-        beta2 = _RODAS_BETA2
     else:
         k_err = float(TSIT5_ERR_ORDER)
-        beta1 = _TSIT5_BETA1
-        beta2 = _TSIT5_BETA2
     h_max = hmax if hmax > 0.0 else math.inf
     stretch = _FINAL_STRETCH if adaptive != 0 else 1.0 + 1e-9
 
@@ -673,6 +715,8 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
         status = STEP_TOO_SMALL
     h = min(h, h_max)
     le_prev = 0.0  # log2 of the previous accepted step's error norm (1 at a start)
+    h_first = 0.0  # Rodas5P: the first full step accepted after the latest restart (0: none)
+    first = True  # no full step accepted since the latest restart yet
     after_reject = False
     have_fsal = False  # Tsit5: K[0] = f(t, y) + rate is valid (FSAL)
     have_jac = False  # Rodas: J, dT valid at (t, y)
@@ -724,8 +768,12 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
                 err_norm = _error_norm(err, y, ynew, atol, rtol)
 
             if adaptive != 0:
-                le = _log2(err_norm)
-                fac = _step_factor(err_norm, le, le_prev, k_err, after_reject, beta1, beta2)
+                if method == METHOD_RODAS:
+                    le = 0.0  # (no memory)
+                    fac = _rodas_factor(err_norm, after_reject)
+                else:
+                    le = _log2(err_norm)
+                    fac = _step_factor(err_norm, le, le_prev, k_err, after_reject)
                 if not (err_norm <= 1.0):
                     stats[_S_REJECTED] += 1
                     if err_norm == math.inf:
@@ -747,6 +795,9 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
                 le_prev = max(le, _LOG2_ERR_PREV_MIN)
                 after_reject = False
                 n_nonfinite = 0
+                if first and not clipped:
+                    h_first = h_try
+                    first = False
             else:
                 if err_norm == math.inf:
                     status = NON_FINITE
@@ -786,9 +837,12 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
             have_jac = False
             after_reject = False
             le_prev = 0.0
+            first = True
             if method == METHOD_RODAS and adaptive != 0:  # Rodas5P: the step chosen anew
                 if h0 > 0.0:
                     h = min(h0, h_max)
+                elif h_first > 0.0:
+                    h = h_first
                 else:
                     need_h = True
         io = _record_upto(t, io, t_out, y, y_out)
@@ -812,8 +866,9 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
     rhs(t, y, p) + rate, where rate (zero at t0) is changed by EV_RATE events.
 
     Events (sorted by time; equal times in array order) are applied exactly at their times:
-    a step never crosses one; the method restarts there, Rodas5P with its step size chosen as
-    at t0 (h0, or the automatic first step), Tsit5 with its last step size as the guess.
+    a step never crosses one; the method restarts there, Rodas5P with h0 (if > 0) or the
+    first full step it accepted after its previous restart (or t0) as the step size, Tsit5
+    with its last step size.
     Events at or before t0 are applied at t0; events after t_out[-1] are ignored.
     Outputs come from each method's dense output; an output at an event time records the
     state after the event. Error control: RMS over states of
@@ -878,9 +933,9 @@ _LF_T = 0
 _LF_H = 1
 _LF_HTRY = 2
 _LF_TSTOP = 3
-_LF_LEPREV = 4  # log2 of the previous accepted error norm (le_prev of _integrate)
-_LF_HMIN = 5
-_LF_HLAST = 6  # the last accepted step (fstats[s, 1] when the subject finishes)
+_LF_HMIN = 4
+_LF_HLAST = 5  # the last accepted step (fstats[s, 1] when the subject finishes)
+_LF_HFIRST = 6  # the first full step accepted after the latest restart (h_first of _integrate)
 _LF_N = 7
 # per-lane integer state
 _LI_SUBJ = 0
@@ -894,7 +949,8 @@ _LI_CLIPPED = 7
 _LI_INNER = 8
 _LI_NONFIN = 9
 _LI_ACTIVE = 10
-_LI_CNT = 11  # rows _LI_CNT + _S_*: the subject's counters, added to stats[s] when it finishes
+_LI_FIRST = 11  # no full step accepted since the latest restart yet (first of _integrate)
+_LI_CNT = 12  # rows _LI_CNT + _S_*: the subject's counters, added to stats[s] when it finishes
 _LI_N = _LI_CNT + _S_LU_FALLBACK + 1
 # what _lane_to_attempt found
 _LANE_ATTEMPT = 1
@@ -1054,7 +1110,8 @@ def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, a, 
     event or an output needs it, not on every step (slices of nine arrays were a third of
     this loop's time). Returns _LANE_ATTEMPT with lf[_LF_HTRY, l] set and the attempt
     counted, _LANE_NEEDH where _integrate chooses its step size (at the start and after
-    events; the caller does, h0 or _lane_initial_step, and calls again), or _LANE_DONE when
+    events; the caller does: h0, the lane's first full step after its previous restart, or
+    _lane_initial_step; and calls again), or _LANE_DONE when
     the subject has finished (status in li[_LI_STATUS, l]).
     """
     s = li[_LI_SUBJ, l]
@@ -1115,8 +1172,8 @@ def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, a, 
                          rateL, ron, Y0[s], Pl[l], pL, ys, rates)
             li[_LI_HAVEJAC, l] = 0
             li[_LI_AFTERREJ, l] = 0
-            lf[_LF_LEPREV, l] = 0.0
-            li[_LI_NEEDH, l] = 1  # the step chosen anew, as _integrate does for Rodas5P
+            li[_LI_NEEDH, l] = 1  # the step chosen anew (the caller), as _integrate does
+            li[_LI_FIRST, l] = 1
         _lane_record(l, t, li, t_out, yL, ys, Y_out[s])
         if t >= t_end:
             return _LANE_DONE
@@ -1146,7 +1203,7 @@ def _lane_plan(lf, li, max_steps, act, tL, hL):
 
 
 @kernel
-def _lane_update(act, code, en, lg, fac, lf, li, t_out, h_max, acc):
+def _lane_update(act, code, en, fac, lf, li, t_out, h_max, acc):
     """_integrate's accept/reject logic after an attempt, for every lane in one pass, and the
     counters of every attempt (as _rodas_prepare, _w_factor and _rodas_step count them), with
     the step factors of _lane_step_factors. acc[l] = 1 where the step is accepted (the caller
@@ -1185,8 +1242,10 @@ def _lane_update(act, code, en, lg, fac, lf, li, t_out, h_max, acc):
             status = NON_FINITE
         lf[_LF_H, l] = min(h_next, h_max) if take else (hf if drop else h)
         lf[_LF_T, l] = t_new if take else lf[_LF_T, l]
-        lf[_LF_LEPREV, l] = max(lg[l], _LOG2_ERR_PREV_MIN) if take else lf[_LF_LEPREV, l]
         lf[_LF_HLAST, l] = h_try if take else lf[_LF_HLAST, l]
+        rec = take & (li[_LI_FIRST, l] != 0) & (li[_LI_CLIPPED, l] == 0)
+        lf[_LF_HFIRST, l] = h_try if rec else lf[_LF_HFIRST, l]
+        li[_LI_FIRST, l] = 0 if rec else li[_LI_FIRST, l]
         li[_LI_STATUS, l] = status if drop else li[_LI_STATUS, l]
         li[_LI_AFTERREJ, l] = 0 if take else (1 if drop else li[_LI_AFTERREJ, l])
         li[_LI_NONFIN, l] = 0 if take else (nonfin if drop else li[_LI_NONFIN, l])
@@ -1198,17 +1257,14 @@ def _lane_update(act, code, en, lg, fac, lf, li, t_out, h_max, acc):
 
 
 @kernel
-def _lane_step_factors(en, code, lf, li, k, fac, lg):
-    """fac[l] = _step_factor of lane l and lg[l] = _log2(en[l]), for every lane: the same calls
-    as solve_subject's, so the same bits. An attempt whose W was singular (code 3) gets
-    en = inf."""
+def _lane_step_factors(en, code, li, fac):
+    """fac[l] = _rodas_factor of lane l, for every lane in one pass (SIMD vectors): the same
+    arithmetic as solve_subject's, so the same bits. An attempt whose W was singular (code 3)
+    gets en = inf."""
     for l in range(LANES):
         e = math.inf if code[l] == 3 else en[l]
         en[l] = e
-        le = _log2(e)
-        lg[l] = le
-        fac[l] = _step_factor(e, le, lf[_LF_LEPREV, l], k, li[_LI_AFTERREJ, l] != 0,
-                              _RODAS_BETA1, _RODAS_BETA2)
+        fac[l] = _rodas_factor(e, li[_LI_AFTERREJ, l] != 0)
 
 
 @kernel
@@ -1267,8 +1323,9 @@ def _lane_start(l, s, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_v
     for i in range(_S_LU_FALLBACK + 1):
         li[_LI_CNT + i, l] = 0
     lf[_LF_HLAST, l] = 0.0
+    lf[_LF_HFIRST, l] = 0.0
+    li[_LI_FIRST, l] = 1
     lf[_LF_T, l] = t0
-    lf[_LF_LEPREV, l] = 0.0
     li[_LI_STATUS, l] = OK
     li[_LI_INNER, l] = 0
     li[_LI_AFTERREJ, l] = 0
@@ -1458,7 +1515,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         KL = zeros(RODAS5P_STAGES * nl)
         JvL, WvL = zeros(JAC_NNZ * LANES), zeros(LU_NNZ * LANES)
         pL, Pl = zeros(npx * LANES), zeros((LANES, npx))
-        ron, tL, hL, cL, ihL, enL, facL, lgL = (zeros(LANES) for _ in range(8))
+        ron, tL, hL, cL, ihL, enL, facL = (zeros(LANES) for _ in range(7))
         codeL = zeros(LANES, dtype=np.int64)
         ys, ynews, f0s, fus = (zeros(n) for _ in range(4))
         rates = zeros(n + 1)
@@ -1472,7 +1529,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         run(bk * per_block, min(n_subj, (bk + 1) * per_block), t0, Y0, P, t_out, ev_ptr, ev_time,
             ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out, status, stats,
             fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL,
-            hL, cL, ihL, enL, facL, lgL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s,
+            hL, cL, ihL, enL, facL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s,
             fus, Ks, dense)
 
     _on_threads(block, n_blocks)
@@ -1482,7 +1539,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
 def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
                rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats, ctl, lf, li, yL,
                ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL, enL,
-               facL, lgL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, Ks,
+               facL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, Ks,
                dense):
     """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the block's work
     arrays (compiled without numba's runtime, so the many array views cost no reference
@@ -1515,6 +1572,8 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
                 if r == _LANE_NEEDH:
                     if h0 > 0.0:
                         h = min(h0, h_max)
+                    elif lf[_LF_HFIRST, l] > 0.0:
+                        h = lf[_LF_HFIRST, l]
                     else:
                         h = _lane_initial_step(l, lf[_LF_T, l], tL, yL, pL, rateL, ron, uL, fuL,
                                                ys, f0s, fus, atol, rtol, k_err, h_max, stats[s])
@@ -1538,8 +1597,8 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
         _lane_attempt(tL, hL, act, yL, pL, rateL, ron, n_on > 0, KL, uL, fuL, JvL, WvL, cL, ihL,
                       codeL, ynewL, errL, Jvs, Wd, pivd, bd)
         _lane_error_norms(errL, yL, ynewL, atol, rtol, enL)
-        _lane_step_factors(enL, codeL, lf, li, k_err, facL, lgL)
-        _lane_update(act, codeL, enL, lgL, facL, lf, li, t_out, h_max, acc)
+        _lane_step_factors(enL, codeL, li, facL)
+        _lane_update(act, codeL, enL, facL, lf, li, t_out, h_max, acc)
         for l in range(LANES):
             if act[l] == 2:
                 _lane_outputs(l, tL[l], li, t_out, yL, ynewL, KL, lf[_LF_HTRY, l], lf[_LF_T, l],
