@@ -272,7 +272,7 @@ def test_lane_step_factors_are_solve_subjects_bit_for_bit_and_rodas_i_control(be
     for en, _, after in _controller_inputs(np.random.default_rng(5)):
         li[m._LI_AFTERREJ] = after
         e = en.copy()
-        m._lane_step_factors(e, code, li, fac)
+        m._lane_step_factors(e, code, li, fac, np.empty(32))
         for l in range(32):
             f = m._rodas_factor(en[l], bool(after[l]))
             assert f == fac[l], (en[l], after[l])
@@ -290,7 +290,7 @@ def test_lane_step_factors_are_solve_subjects_bit_for_bit_and_rodas_i_control(be
     # a singular W (code 3) is an infinite error: the largest decrease
     code[:] = 3
     e = np.full(32, 0.5)
-    m._lane_step_factors(e, code, li, fac)
+    m._lane_step_factors(e, code, li, fac, np.empty(32))
     assert (e == np.inf).all() and (fac == 0.2).all()
 
 

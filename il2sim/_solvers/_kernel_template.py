@@ -433,12 +433,19 @@ def _rodas_factor(err, after_reject):
     as Hairer's RODAS): 0.9 err^(-1/5) within [_QMIN, _QMAX], at most 1 after a rejection and
     for a rejected step (err > 1); _QMIN for err = inf.
 
-    err^(-1/5) by arithmetic and selects only, so that the lanes' loop over it runs in SIMD
-    vectors (libm's log and exp were 12% of the lane path's time): err clamped to
-    [2^-20, 2^15] (the factor's clamps lie inside), scaled by powers of two into [1/2, 1]
-    (the root of each power a constant), then two Newton steps z <- z (6 - x z^5) / 5 for
-    x^(-1/5) from a cubic start: within 2e-13 of pow(err, -0.2).
+    err^(-1/5) by arithmetic and selects only, so that the lanes' loops over it run in SIMD
+    vectors (libm's log and exp were 12% of the lane path's time): _root5_scale, then
+    _root5_factor (_lane_step_factors runs each over all lanes in turn).
     """
+    x, q = _root5_scale(err)
+    return _root5_factor(err, x, q, after_reject)
+
+
+@kernel_inline
+def _root5_scale(err):
+    """(x, q) with err^(-1/5) = q x^(-1/5) and x in [1/2, 1]: err clamped to [2^-20, 2^15]
+    (the factor's clamps lie inside) and scaled by powers of two (the root of each power a
+    constant)."""
     x = min(max(err, 9.5367431640625e-07), 32768.0) * 3.0517578125e-05  # in [2^-35, 1]
     q = 0.125  # (2^15)^(-1/5)
     c = x < 9.5367431640625e-07  # 2^-20
@@ -459,10 +466,18 @@ def _rodas_factor(err, after_reject):
     c = x < 0.5
     x = x * 2.0 if c else x
     q = q * 1.148698354997035 if c else q  # 2^(1/5)
+    return x, q
+
+
+@kernel_inline
+def _root5_factor(err, x, q, after_reject):
+    """_rodas_factor from _root5_scale(err) = (x, q): two Newton steps z <- z (6 - x z^5) / 5
+    for x^(-1/5) from a cubic start (within 2e-13 of pow(err, -0.2)), then the clamps."""
     z = ((_ROOT5_C3 * x + _ROOT5_C2) * x + _ROOT5_C1) * x + _ROOT5_C0
-    for _ in range(2):
-        z2 = z * z
-        z = z * (6.0 - x * (z2 * z2 * z)) * 0.2
+    z2 = z * z
+    z = z * (6.0 - x * (z2 * z2 * z)) * 0.2
+    z2 = z * z
+    z = z * (6.0 - x * (z2 * z2 * z)) * 0.2
     hi = _QMAX if (err <= 1.0) & (not after_reject) else 1.0
     return min(hi, max(_QMIN, 0.9 * (q * z)))
 
@@ -1257,14 +1272,19 @@ def _lane_update(act, code, en, fac, lf, li, t_out, h_max, acc):
 
 
 @kernel
-def _lane_step_factors(en, code, li, fac):
-    """fac[l] = _rodas_factor of lane l, for every lane in one pass (SIMD vectors): the same
-    arithmetic as solve_subject's, so the same bits. An attempt whose W was singular (code 3)
-    gets en = inf."""
+def _lane_step_factors(en, code, li, fac, xs):
+    """fac[l] = _rodas_factor of lane l, for every lane: the same arithmetic as solve_subject's,
+    so the same bits, in two passes (_root5_scale, then _root5_factor; ``xs`` scratch) that run
+    in SIMD vectors: one pass over both took 4 times as long (180 ns for 32 lanes). An attempt
+    whose W was singular (code 3) gets en = inf."""
     for l in range(LANES):
         e = math.inf if code[l] == 3 else en[l]
         en[l] = e
-        fac[l] = _rodas_factor(e, li[_LI_AFTERREJ, l] != 0)
+        x, q = _root5_scale(e)
+        xs[l] = x
+        fac[l] = q
+    for l in range(LANES):
+        fac[l] = _root5_factor(en[l], xs[l], fac[l], li[_LI_AFTERREJ, l] != 0)
 
 
 @kernel
@@ -1515,7 +1535,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         KL = zeros(RODAS5P_STAGES * nl)
         JvL, WvL = zeros(JAC_NNZ * LANES), zeros(LU_NNZ * LANES)
         pL, Pl = zeros(npx * LANES), zeros((LANES, npx))
-        ron, tL, hL, cL, ihL, enL, facL = (zeros(LANES) for _ in range(7))
+        ron, tL, hL, cL, ihL, enL, facL, xsL = (zeros(LANES) for _ in range(8))
         codeL = zeros(LANES, dtype=np.int64)
         ys, ynews, f0s, fus = (zeros(n) for _ in range(4))
         rates = zeros(n + 1)
@@ -1529,7 +1549,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
         run(bk * per_block, min(n_subj, (bk + 1) * per_block), t0, Y0, P, t_out, ev_ptr, ev_time,
             ev_kind, ev_state, ev_value, rtol, atol, h0, h_max, max_steps, Y_out, status, stats,
             fstats, ctl, lf, li, yL, ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL,
-            hL, cL, ihL, enL, facL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s,
+            hL, cL, ihL, enL, facL, xsL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s,
             fus, Ks, dense)
 
     _on_threads(block, n_blocks)
@@ -1539,7 +1559,7 @@ def _solve_cohort_lanes(t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev
 def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value,
                rtol, atol, h0, h_max, max_steps, Y_out, status, stats, fstats, ctl, lf, li, yL,
                ynewL, rateL, ron, KL, uL, fuL, errL, JvL, WvL, pL, Pl, tL, hL, cL, ihL, enL,
-               facL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, Ks,
+               facL, xsL, codeL, act, acc, Jvs, Wd, pivd, bd, ys, ynews, rates, f0s, fus, Ks,
                dense):
     """Subjects s_begin..s_end-1 with adaptive Rodas5P, LANES at a time, over the block's work
     arrays (compiled without numba's runtime, so the many array views cost no reference
@@ -1597,7 +1617,7 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
         _lane_attempt(tL, hL, act, yL, pL, rateL, ron, n_on > 0, KL, uL, fuL, JvL, WvL, cL, ihL,
                       codeL, ynewL, errL, Jvs, Wd, pivd, bd)
         _lane_error_norms(errL, yL, ynewL, atol, rtol, enL)
-        _lane_step_factors(enL, codeL, li, facL)
+        _lane_step_factors(enL, codeL, li, facL, xsL)
         _lane_update(act, codeL, enL, facL, lf, li, t_out, h_max, acc)
         for l in range(LANES):
             if act[l] == 2:
