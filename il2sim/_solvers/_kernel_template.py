@@ -123,7 +123,7 @@ _QMAX = 10.0  # largest increase per step
 # Rodas5P (_rodas_factor): I control (beta1 = 1, beta2 = 0, k = 5), as Hairer's RODAS, and at every restart
 # (events) the first full step accepted after the previous restart (or the start) as the step:
 # doses repeat, and so does what follows them. On the IL-2 models it reaches a given global
-# error with 1.2-1.8x fewer step attempts than the PI controller below with the step carried
+# error with 1.2-1.6x fewer step attempts than the PI controller below with the step carried
 # across doses (benchmarks/bench_controller.py): after each dose the PI controller's memory held
 # the error norm at 0.03-0.08 while the step grew 5% per step for ~30 steps, and the carried
 # step was rejected 2-3 times. (A new starting-step estimate at each restart took as few
