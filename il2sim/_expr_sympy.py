@@ -65,9 +65,19 @@ class _Sympy:
                 return _REL[node.op](self.build(node.left), self.build(node.right))
             return sympy.Ne(self.build(node), 0)
         except TypeError:  # e.g. log(0) < 1: sympy cannot order zoo/nan
-            raise ExpressionError(
-                f"{self.expr.where}: comparison with a constant that is not a finite real number"
-            ) from None
+            raise self.not_finite() from None
+
+    def piecewise(self, *pairs) -> sympy.Expr:
+        try:
+            return sympy.Piecewise(*pairs)
+        except TypeError:  # folding a condition met nan, e.g. 0 < hill(0, (0 < x), 1): for
+            # x <= 0 the Hill term is 0/0, and sympy cannot order nan
+            raise self.not_finite() from None
+
+    def not_finite(self) -> ExpressionError:
+        return ExpressionError(
+            f"{self.expr.where}: comparison with a constant that is not a finite real number"
+        )
 
     def build(self, node: Node) -> sympy.Expr:
         if isinstance(node, Num):
@@ -105,10 +115,10 @@ class _Sympy:
                     acc = acc / b
             return acc
         if isinstance(node, Compare):
-            return sympy.Piecewise((sympy.Float(1.0), self.condition(node)), (sympy.Float(0.0), True))
+            return self.piecewise((sympy.Float(1.0), self.condition(node)), (sympy.Float(0.0), True))
         f, args = node.func, node.args
         if f == "where":
-            return sympy.Piecewise(
+            return self.piecewise(
                 (self.build(args[1]), self.condition(args[0])), (self.build(args[2]), True)
             )
         built = [self.build(a) for a in args]
