@@ -8,8 +8,8 @@ Both controllers drive the generated module's own Rodas5P pieces (``_rodas_prepa
 dense output) from a Python copy of ``_integrate``'s loop:
 
 - ``I, h restart``: I control, 0.9 err^(-1/5) (``_rodas_factor``, Hairer's RODAS); after every
-  event the step is the first full step accepted after the previous event (Hairer's starting
-  step at t0): what ``solve_subject`` and the lane path run. The copy is checked against
+  event the step is the one chosen after the first full step accepted after the previous event
+  (Hairer's starting step at t0): what ``solve_subject`` and the lane path run. The copy is checked against
   ``solve_subject`` (counters and trajectory to the bit), so the loop is the kernel's;
 - ``PI, h carried``: the PI controller 0.9 err^(-0.7/5) err_prev^(0.4/5) (as OrdinaryDiffEq's,
   and Tsit5's ``_step_factor``) with the step size carried across events: the kernel's Rodas5P
@@ -92,7 +92,7 @@ def _solve(mod, p_row, y0, t_out, ev, rtol, atol, shipped):
             h_next = max(h_try * fac, h) if clipped and fac >= 1.0 else h_try * fac
             le_prev, after = max(le, mod._LOG2_ERR_PREV_MIN), False
             if first and not clipped:
-                h_first, first = h_try, False
+                h_first, first = h_next, False  # (h_max is inf here)
             t_new = t_stop if clipped else t + h_try
             if io < t_out.size and t_out[io] < t_new:
                 mod._rodas_dense_prepare(K, dense)

@@ -120,17 +120,19 @@ _S_LU_FALLBACK = 6  # optional 7th column: sparse factorisations refused (dense 
 _LOG2_SAFETY = -0.15200309344504997  # log2(0.9), the safety factor on the step size
 _QMIN = 0.2  # largest decrease per step
 _QMAX = 10.0  # largest increase per step
-# Rodas5P (_rodas_factor): I control (beta1 = 1, beta2 = 0, k = 5), as Hairer's RODAS, and at every restart
-# (events) the first full step accepted after the previous restart (or the start) as the step:
-# doses repeat, and so does what follows them. On the IL-2 models it reaches a given global
-# error with 1.2-1.6x fewer step attempts than the PI controller below with the step carried
-# across doses (benchmarks/bench_controller.py): after each dose the PI controller's memory held
-# the error norm at 0.03-0.08 while the step grew 5% per step for ~30 steps, and the carried
-# step was rejected 2-3 times. (A new starting-step estimate at each restart took as few
-# attempts, but its two right-hand sides cost the lane path 12%: they run for all 32 lanes.)
-# Tsit5 (_step_factor): PI control (Gustafsson), beta1 = 0.7, beta2 = 0.4, the step carried across
-# restarts: it damps the step-size oscillation of an explicit method at its stability limit
-# (where Tsit5 runs on these stiff models).
+# Rodas5P (_rodas_factor): I control (beta1 = 1, beta2 = 0, k = 5), as Hairer's RODAS, and at
+# every restart (events) the step the controller chose after the first full step it accepted
+# after the previous restart (or the start): doses repeat, and so does what follows them (the
+# first full step itself took 3-5% more attempts on bench12, as many on the library). On the
+# IL-2 models it reaches a given global error with 1.2-1.6x fewer step attempts than the PI
+# controller below with the step carried across doses (benchmarks/bench_controller.py): after
+# each dose the PI controller's memory held the error norm at 0.03-0.08 while the step grew 5%
+# per step for ~30 steps, and the carried step was rejected 2-3 times. (A new starting-step
+# estimate at each restart took as few attempts, but its two right-hand sides cost the lane
+# path 12%: they run for all 32 lanes.)
+# Tsit5 (_step_factor): PI control (Gustafsson), beta1 = 0.7, beta2 = 0.4, the step carried
+# across restarts: it damps the step-size oscillation of an explicit method at its stability
+# limit (where Tsit5 runs on these stiff models).
 _BETA1 = 0.7
 _BETA2 = 0.4
 _LOG2_ERR_PREV_MIN = -13.287712379549449  # log2(1e-4): floor of the remembered error (PI memory)
@@ -730,7 +732,8 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
         status = STEP_TOO_SMALL
     h = min(h, h_max)
     le_prev = 0.0  # log2 of the previous accepted step's error norm (1 at a start)
-    h_first = 0.0  # Rodas5P: the first full step accepted after the latest restart (0: none)
+    h_first = 0.0  # Rodas5P: the step chosen after the first full step accepted after the
+    # latest restart (0: none yet), the step at the next restart
     first = True  # no full step accepted since the latest restart yet
     after_reject = False
     have_fsal = False  # Tsit5: K[0] = f(t, y) + rate is valid (FSAL)
@@ -811,7 +814,7 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
                 after_reject = False
                 n_nonfinite = 0
                 if first and not clipped:
-                    h_first = h_try
+                    h_first = min(h_next, h_max)
                     first = False
             else:
                 if err_norm == math.inf:
@@ -882,8 +885,8 @@ def solve_subject(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state
 
     Events (sorted by time; equal times in array order) are applied exactly at their times:
     a step never crosses one; the method restarts there, Rodas5P with h0 (if > 0) or the
-    first full step it accepted after its previous restart (or t0) as the step size, Tsit5
-    with its last step size.
+    step it chose after the first full step it accepted after its previous restart (or t0),
+    Tsit5 with its last step size.
     Events at or before t0 are applied at t0; events after t_out[-1] are ignored.
     Outputs come from each method's dense output; an output at an event time records the
     state after the event. Error control: RMS over states of
@@ -950,7 +953,7 @@ _LF_HTRY = 2
 _LF_TSTOP = 3
 _LF_HMIN = 4
 _LF_HLAST = 5  # the last accepted step (fstats[s, 1] when the subject finishes)
-_LF_HFIRST = 6  # the first full step accepted after the latest restart (h_first of _integrate)
+_LF_HFIRST = 6  # the step at the next restart (h_first of _integrate)
 _LF_N = 7
 # per-lane integer state
 _LI_SUBJ = 0
@@ -1125,9 +1128,9 @@ def _lane_to_attempt(l, lf, li, t_out, ev_time, ev_kind, ev_state, ev_value, a, 
     event or an output needs it, not on every step (slices of nine arrays were a third of
     this loop's time). Returns _LANE_ATTEMPT with lf[_LF_HTRY, l] set and the attempt
     counted, _LANE_NEEDH where _integrate chooses its step size (at the start and after
-    events; the caller does: h0, the lane's first full step after its previous restart, or
-    _lane_initial_step; and calls again), or _LANE_DONE when
-    the subject has finished (status in li[_LI_STATUS, l]).
+    events; the caller does: h0, the lane's step chosen after its first full step since its
+    previous restart, or _lane_initial_step; and calls again), or _LANE_DONE when the subject
+    has finished (status in li[_LI_STATUS, l]).
     """
     s = li[_LI_SUBJ, l]
     n_out = t_out.shape[0]
@@ -1259,7 +1262,7 @@ def _lane_update(act, code, en, fac, lf, li, t_out, h_max, acc):
         lf[_LF_T, l] = t_new if take else lf[_LF_T, l]
         lf[_LF_HLAST, l] = h_try if take else lf[_LF_HLAST, l]
         rec = take & (li[_LI_FIRST, l] != 0) & (li[_LI_CLIPPED, l] == 0)
-        lf[_LF_HFIRST, l] = h_try if rec else lf[_LF_HFIRST, l]
+        lf[_LF_HFIRST, l] = min(h_next, h_max) if rec else lf[_LF_HFIRST, l]
         li[_LI_FIRST, l] = 0 if rec else li[_LI_FIRST, l]
         li[_LI_STATUS, l] = status if drop else li[_LI_STATUS, l]
         li[_LI_AFTERREJ, l] = 0 if take else (1 if drop else li[_LI_AFTERREJ, l])
