@@ -726,11 +726,10 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
     io = _record_upto(t, 0, t_out, y, y_out)
 
     status = OK
-    need_h = adaptive != 0 and not (h0 > 0.0)
-    h = h0 if h0 > 0.0 else 0.0
+    need_h = adaptive != 0  # the step is chosen at the start (and at Rodas5P's restarts)
+    h = min(h0 if h0 > 0.0 else 0.0, h_max)  # fixed steps
     if adaptive == 0 and not (h0 > 0.0):
         status = STEP_TOO_SMALL
-    h = min(h, h_max)
     le_prev = 0.0  # log2 of the previous accepted step's error norm (1 at a start)
     h_first = 0.0  # Rodas5P: the step chosen after the first full step accepted after the
     # latest restart (0: none yet), the step at the next restart
@@ -746,13 +745,18 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
             t_stop = ev_time[ie]
         while t < t_stop:
             hmin = max(16.0 * _EPS * abs(t), _HMIN_FLOOR)
-            if need_h:
-                h = _initial_step(t, y, rate, p, K[0], fu, u, atol, rtol, k_err, h_max, stats)
+            if need_h:  # h0, the step remembered from the previous restart, or Hairer's
                 need_h = False
-                have_fsal = True
-                if not (h <= 1.7976931348623157e308):
-                    status = NON_FINITE
-                    break
+                if h0 > 0.0:
+                    h = min(h0, h_max)
+                elif h_first > 0.0:
+                    h = h_first
+                else:
+                    h = _initial_step(t, y, rate, p, K[0], fu, u, atol, rtol, k_err, h_max, stats)
+                    have_fsal = True
+                    if not (h <= 1.7976931348623157e308):
+                        status = NON_FINITE
+                        break
             h_try = h
             clipped = False
             if t + stretch * h_try >= t_stop:
@@ -857,12 +861,7 @@ def _integrate(method, adaptive, t0, y0, p, t_out, ev_time, ev_kind, ev_state, e
             le_prev = 0.0
             first = True
             if method == METHOD_RODAS and adaptive != 0:  # Rodas5P: the step chosen anew
-                if h0 > 0.0:
-                    h = min(h0, h_max)
-                elif h_first > 0.0:
-                    h = h_first
-                else:
-                    need_h = True
+                need_h = True
         io = _record_upto(t, io, t_out, y, y_out)
         if t >= t_end:  # only reachable with NaN or decreasing t_out (the caller validates)
             break
@@ -1322,8 +1321,8 @@ def _lane_accept(acc, yL, ynewL):
 
 
 @kernel
-def _lane_start(l, s, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, h0, h_max,
-                lf, li, yL, rateL, ron, Pl, pL, Y_out, stats, fstats, ys, rates):
+def _lane_start(l, s, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_value, lf, li,
+                yL, rateL, ron, Pl, pL, Y_out, stats, fstats, ys, rates):
     """Put subject s into lane l: initial state, parameters (with derived values), the events
     at t0 and the outputs up to t0, as _integrate begins."""
     li[_LI_SUBJ, l] = s
@@ -1356,8 +1355,8 @@ def _lane_start(l, s, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state, ev_v
     li[_LI_NONFIN, l] = 0
     li[_LI_IE, l] = 0
     li[_LI_IO, l] = 0
-    li[_LI_NEEDH, l] = 1 if not (h0 > 0.0) else 0
-    lf[_LF_H, l] = min(h0 if h0 > 0.0 else 0.0, h_max)
+    li[_LI_NEEDH, l] = 1  # _lanes_run chooses the first step, as _integrate does
+    lf[_LF_H, l] = 0.0
     if t_out.shape[0] == 0:  # nothing to record: _lanes_run finishes the subject at once
         return
     a = ev_ptr[s]
@@ -1572,8 +1571,8 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
     for l in range(LANES):
         if nxt < s_end:
             _lane_start(l, nxt, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_state,
-                        ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL, Y_out, stats,
-                        fstats, ys, rates)
+                        ev_value, lf, li, yL, rateL, ron, Pl, pL, Y_out, stats, fstats, ys,
+                        rates)
             nxt += 1
     ctl[0] = nxt
     while True:
@@ -1608,8 +1607,8 @@ def _lanes_run(s_begin, s_end, t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind, ev_st
                 _lane_finish(l, lf, li, Y_out, stats, fstats, status)
                 if ctl[0] < s_end:
                     _lane_start(l, ctl[0], t0, Y0, P, t_out, ev_ptr, ev_time, ev_kind,
-                                ev_state, ev_value, h0, h_max, lf, li, yL, rateL, ron, Pl, pL,
-                                Y_out, stats, fstats, ys, rates)
+                                ev_state, ev_value, lf, li, yL, rateL, ron, Pl, pL, Y_out,
+                                stats, fstats, ys, rates)
                     ctl[0] += 1
             if act[l] != 0:
                 n_active += 1
