@@ -143,6 +143,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="subjects (default 16)")
     ap.add_argument("--rtols", type=float, nargs="+", default=[2e-6, 1e-6, 5e-7, 2.5e-7])
     args = ap.parse_args()
+    if len(set(args.rtols)) < 2:
+        ap.error("--rtols: at least two different tolerances (the ratio interpolates between them)")
     print(banner())
     for config in args.configs:
         sc, mod, P, Y0, t_out, events = prepare(config, args.n)
